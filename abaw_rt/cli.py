@@ -1,0 +1,272 @@
+"""CLI layer: the ``abaw-rt`` command (Typer). Fills configs, calls the library, prints with Rich.
+
+Heavy frameworks (torch, onnxruntime, av) are imported inside the verbs that use them, so
+``abaw-rt --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from abaw_rt import __version__
+from abaw_rt.errors import AbawRtError
+
+app = typer.Typer(
+    name="abaw-rt",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Deploy the TCN + Transformer audio-visual emotion model (ABAW5): export, verify, run.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class Preset(str, Enum):
+    va = "va"
+    va_arcface = "va_arcface"
+    expr = "expr"
+    au = "au"
+
+
+class Size(str, Enum):
+    paper = "paper"  # the authors' widths (about 42 M parameters for va)
+    tiny = "tiny"  # a small width for tests, CI and smoke runs
+
+
+def user_errors(fn):
+    """Turn AbawRtError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AbawRtError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"abaw-rt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """abaw-rt: continuous emotion recognition (valence/arousal, expressions, action units) in production."""
+
+
+@app.command("init-checkpoint")
+@user_errors
+def init_checkpoint_cmd(
+    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="Checkpoint file to write (.safetensors).")],
+    preset_name: Annotated[Preset, typer.Option("--preset", help="The paper's feature set and head.")] = Preset.va,
+    size: Annotated[Size, typer.Option(help="Model width: the paper's, or tiny for tests.")] = Size.tiny,
+    seed: Annotated[int, typer.Option(help="Seed of the deterministic initialisation.")] = 0,
+    window: Annotated[int, typer.Option(min=1, help="Segment length w.")] = 300,
+    stride: Annotated[int, typer.Option(min=1, help="Segment stride s (at most w).")] = 200,
+) -> None:
+    """Write a deterministic, untrained checkpoint (for tests, CI and smoke runs of export/verify)."""
+    from abaw_rt.checkpoint import init_checkpoint
+    from abaw_rt.model.config import TINY, preset
+
+    cfg = preset(preset_name.value, **(TINY if size is Size.tiny else {}))
+    if stride > window:
+        raise AbawRtError(f"--stride {stride}: must be at most --window ({window})")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    path = init_checkpoint(out_path, cfg, seed=seed, window=window, stride=stride)
+    out.print(f"wrote {path} ({preset_name.value}, {size.value}, seed {seed})")
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="Checkpoint (.safetensors) to export.")
+    ],
+    precision: Annotated[
+        list[Precision], typer.Option("--precision", "-p", help="Graph precision; repeat for several.")
+    ] = [Precision.fp32],  # noqa: B006 (Typer reads the default)
+    out_dir: Annotated[
+        Optional[Path], typer.Option(file_okay=False, help="Folder for the graphs (default: beside the checkpoint).")
+    ] = None,
+    external_data: Annotated[
+        bool, typer.Option(help="Write weights to <graph>.onnx.data beside the graph (needed past 2 GB).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
+    from abaw_rt.checkpoint import load_checkpoint
+    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+
+    if out_dir is not None and not out_dir.is_dir():
+        raise AbawRtError(f"--out-dir '{out_dir}': no such folder")
+    ckpt = load_checkpoint(checkpoint)
+    results = []
+    for p in dict.fromkeys(precision):  # keep order, drop repeats
+        with err.status(f"exporting {checkpoint.name} ({p.value})"):
+            results.append(export_onnx(ckpt, onnx_path_for(checkpoint, p.value, out_dir), precision=p.value))
+    if as_json:
+        out.print_json(
+            data=[
+                {
+                    "path": str(r.path),
+                    "precision": r.precision,
+                    "external_data": str(r.external_data) if r.external_data else None,
+                    "checked_lengths": list(r.checked_lengths),
+                    "max_abs_error": r.max_abs_error,
+                }
+                for r in results
+            ]
+        )
+        return
+    table = Table(title="abaw-rt export")
+    for col in ("graph", "precision", "lengths checked vs torch", "max |Δ|"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(str(r.path), r.precision, ", ".join(map(str, r.checked_lengths)), f"{r.max_abs_error:.2e}")
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def verify(
+    checkpoint: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Reference checkpoint.")],
+    onnx: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--onnx", exists=True, dir_okay=False, help="Graph to check; repeat. Default: the exported fp32/fp16 graphs beside the checkpoint."
+        ),
+    ] = None,
+    batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", min=1, help="Batch sizes (default 1, 4).")] = None,
+    length: Annotated[
+        Optional[list[int]], typer.Option("--length", "-t", min=1, help="Segment lengths (default 1, 7, w-1, w, 2w).")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or tensorrt.")] = "cpu",
+    fp32_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp32 graphs.")] = None,
+    fp16_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp16 graphs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random features.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check ONNX graphs against the torch reference: numeric error and task-level drift. Exits 1 on failure."""
+    import dataclasses
+
+    from abaw_rt.checkpoint import load_checkpoint
+    from abaw_rt.export.onnx_export import PRECISIONS, onnx_path_for
+    from abaw_rt.runners.ort_runner import OrtRunner
+    from abaw_rt.runners.torch_runner import TorchRunner
+    from abaw_rt.verify import DEFAULT_TOLERANCES, default_grid, run_verify
+
+    ckpt = load_checkpoint(checkpoint)
+    graphs = list(onnx or [p for p in (onnx_path_for(checkpoint, x) for x in PRECISIONS) if p.is_file()])
+    if not graphs:
+        raise AbawRtError(
+            f"no ONNX graph to verify beside '{checkpoint}': run 'abaw-rt export {checkpoint} -p fp32 -p fp16' or pass --onnx"
+        )
+    tolerances = dict(DEFAULT_TOLERANCES)
+    for prec, atol in (("fp32", fp32_atol), ("fp16", fp16_atol)):
+        if atol is not None:
+            tolerances[prec] = dataclasses.replace(tolerances[prec], max_abs=atol)
+    grid = default_grid(ckpt.header.window, batches=tuple(batch or (1, 4)), lengths=length)
+    candidates = {}
+    for g in graphs:
+        runner = OrtRunner(g, provider=provider)
+        if runner.info.checkpoint_sha256 != ckpt.sha256:
+            raise AbawRtError(
+                f"ONNX '{g}' was exported from another checkpoint (sha256 {runner.info.checkpoint_sha256[:12]}…, "
+                f"'{checkpoint}' is {ckpt.sha256[:12]}…); re-export it: abaw-rt export {checkpoint}"
+            )
+        candidates[f"{g.name} (ort-{provider})"] = runner
+    reference = TorchRunner(ckpt)
+    with err.status(f"verifying {len(candidates)} graph(s) over {len(grid)} cases"):
+        with reference:
+            for r in candidates.values():
+                r.activate()
+            try:
+                report = run_verify(reference, candidates, grid, tolerances, seed=seed)
+            finally:
+                for r in candidates.values():
+                    r.deactivate()
+    if as_json:
+        out.print_json(data=report.to_dict())
+    else:
+        _print_verify(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_verify(report) -> None:
+    table = Table(title=f"abaw-rt verify (reference: {report.reference}, {len(report.grid)} cases)")
+    for col in ("candidate", "out", "max|Δ|", "mean|Δ|", "p99|Δ|", "task drift", "result"):
+        table.add_column(col, overflow="fold")
+    for c in report.candidates:
+        if c.error:
+            table.add_row(c.name, "-", "", "", "", c.error, "[red]FAIL[/]")
+            continue
+        for name, s in c.outputs.items():
+            drift = "\n".join(f"{k.replace('ccc_drift_', '1-CCC ')} {v:.3g}" for k, v in s.task.items())
+            verdict = "[green]ok[/]" if s.passed else "[red]FAIL[/] " + "; ".join(s.failures)
+            table.add_row(c.name, name, f"{s.max_abs:.1e}", f"{s.mean_abs:.1e}", f"{s.p99_abs:.1e}", drift, verdict)
+    out.print(table)
+    out.print("[green]verify passed[/]" if report.passed else "[red]verify FAILED[/]")
+
+
+@app.command()
+@user_errors
+def info(
+    artefact: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint or an exported ONNX graph.")],
+) -> None:
+    """Print what a checkpoint or ONNX graph says about itself (config, features, labels, specs)."""
+    if artefact.suffix == ".onnx":
+        from abaw_rt.export.metadata import read_onnx_info
+
+        i = read_onnx_info(artefact)
+        data = {
+            "precision": i.precision,
+            "checkpoint_sha256": i.checkpoint_sha256,
+            "exported_by": i.package_version,
+            "inputs": [s.to_dict() for s in i.inputs],
+            "outputs": [s.to_dict() for s in i.outputs],
+            **i.header.to_dict(),
+        }
+    else:
+        from abaw_rt.checkpoint import load_checkpoint
+        from abaw_rt.model.config import parameter_count
+
+        c = load_checkpoint(artefact)
+        data = c.header.to_dict(include_normalization=False)
+        data["normalization"] = {m: f"{c.header.config.modality_dim(m)} dims" for m in c.header.config.modalities}
+        data.update(sha256=c.sha256, parameters=parameter_count(c.header.config))
+    out.print_json(json.dumps(data))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,91 @@
+"""Artefact layer: the self-description an exported ONNX graph carries in its metadata_props (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from abaw_rt.checkpoint import CheckpointHeader
+from abaw_rt.errors import AbawRtError
+from abaw_rt.specs import TensorSpec, specs_from_json, specs_to_json
+
+PREFIX = "abaw_rt."
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """What a runner needs to know about an exported graph, read back from its metadata."""
+
+    header: CheckpointHeader  # model config, labels, window, stride, fps, provenance; normalization None (in-graph)
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    precision: str  # "fp32" or "fp16" (compute precision; I/O stays float32)
+    checkpoint_sha256: str
+    package_version: str
+    path: Path | None = None
+
+
+def metadata_props(
+    header: CheckpointHeader, precision: str, checkpoint_sha256: str, package_version: str
+) -> dict[str, str]:
+    """The key/value pairs written into an ONNX model's metadata_props."""
+    cfg = header.config
+    head = header.to_dict(include_normalization=False)
+    return {
+        PREFIX + "header": json.dumps(head),
+        PREFIX + "inputs": specs_to_json(cfg.input_specs()),
+        PREFIX + "outputs": specs_to_json(cfg.output_specs()),
+        PREFIX + "precision": precision,
+        PREFIX + "checkpoint_sha256": checkpoint_sha256,
+        PREFIX + "version": package_version,
+        # Flat, human-readable copies for tools that only list metadata (Netron, onnx.helper.printable_graph).
+        PREFIX + "heads": ",".join(cfg.heads),
+        PREFIX + "features": ",".join(f"{f.name}:{f.modality}:{f.dim}" for f in cfg.features),
+        PREFIX + "labels": json.dumps(head["labels"]),
+        PREFIX + "window": str(header.window),
+        PREFIX + "stride": str(header.stride),
+        PREFIX + "normalization": "in-graph (per-dimension mean/std from the checkpoint, applied in FP32)",
+    }
+
+
+def info_from_props(props: Mapping[str, str], source: str) -> OnnxInfo:
+    """Parse metadata_props back into an OnnxInfo; AbawRtError if the graph was not made by abaw-rt export."""
+    needed = ("header", "inputs", "outputs", "precision", "checkpoint_sha256", "version")
+    missing = [k for k in needed if PREFIX + k not in props]
+    if missing:
+        raise AbawRtError(
+            f"ONNX '{source}': metadata lacks {', '.join(PREFIX + k for k in missing)}; "
+            "export it with 'abaw-rt export' so it describes itself"
+        )
+    try:
+        head = json.loads(props[PREFIX + "header"])
+        header = CheckpointHeader.from_dict(head, source=f"ONNX '{source}'")
+        inputs = specs_from_json(props[PREFIX + "inputs"])
+        outputs = specs_from_json(props[PREFIX + "outputs"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AbawRtError(f"ONNX '{source}': unreadable abaw_rt metadata ({exc})") from None
+    return OnnxInfo(
+        header=header,
+        inputs=inputs,
+        outputs=outputs,
+        precision=props[PREFIX + "precision"],
+        checkpoint_sha256=props[PREFIX + "checkpoint_sha256"],
+        package_version=props[PREFIX + "version"],
+        path=Path(source),
+    )
+
+
+def read_onnx_info(path: Path) -> OnnxInfo:
+    """Read an exported graph's metadata without loading its weights."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise AbawRtError(f"ONNX '{path}': no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
+    return info_from_props({p.key: p.value for p in model.metadata_props}, str(path))

@@ -1,0 +1,47 @@
+"""Artefact layer: refuse hostile ONNX files before any runtime opens them (torch-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from abaw_rt.errors import AbawRtError
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The external weight files an ONNX graph refers to, each checked to lie inside the graph's folder.
+
+    Raises:
+        AbawRtError: a location that is absolute, climbs out of the folder (``../``), or is missing.
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
+    folder = path.parent.resolve()
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
+    files: list[Path] = []
+    for tensor in tensors:
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise AbawRtError(
+                f"ONNX '{path}': tensor '{tensor.name}' points its external data at '{location}', "
+                "outside the model's folder; refusing to load it"
+            )
+        if not target.is_file():
+            raise AbawRtError(f"ONNX '{path}': external data file '{location}' for tensor '{tensor.name}' is missing")
+        if target not in files:
+            files.append(target)
+    return files
+
+
+def check_external_data(path: Path) -> None:
+    external_data_files(path)

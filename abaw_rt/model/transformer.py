@@ -1,0 +1,61 @@
+"""Model layer: the Transformer encoder over a segment's frames (PAPER.md, "Model" step 3).
+
+Written out with plain matmuls rather than nn.TransformerEncoder so that (a) the key-padding mask
+is explicit and exports to plain ONNX ops, (b) LayerNorm and softmax run in FP32 even when the rest
+of the graph is FP16 (what a strongly typed TensorRT 11 build needs), and (c) the FLOPs are plain.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm whose statistics are accumulated in FP32 whatever the activation dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D); key_valid: (B, 1, 1, T) bool, False for padded frames."""
+        b, t, d = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, Dh)
+        q = q * self.head_dim**-0.5  # scale before the product: keeps FP16 scores in range
+        scores = torch.matmul(q, k.transpose(-2, -1)).float()
+        scores = scores.masked_fill(~key_valid, torch.finfo(torch.float32).min)
+        attn = self.drop(torch.softmax(scores, dim=-1).to(v.dtype))
+        y = torch.matmul(attn, v).transpose(1, 2).reshape(b, t, d)
+        return self.out(y)
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm encoder layer with ReLU feed-forward (PyTorch's default, as the authors used)."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
+        )
+        self.norm1 = FP32LayerNorm(d_model)
+        self.norm2 = FP32LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, key_valid)))
+        return self.norm2(x + self.drop(self.ff(x)))

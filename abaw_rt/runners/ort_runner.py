@@ -1,0 +1,114 @@
+"""Runner layer: OrtRunner, ONNX Runtime on CPU (here) or its CUDA / TensorRT execution providers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.runners.base import Runner
+
+# Our provider names -> onnxruntime's.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+class OrtRunner(Runner):
+    """Runs an ONNX graph exported by ``abaw-rt export`` with onnxruntime.
+
+    Its specs and header come from the graph's own metadata, and are checked against the session's
+    real inputs and outputs. External weights must sit inside the graph's folder.
+
+    Args:
+        path: the ``.onnx`` file.
+        provider: "cpu", "cuda" or "tensorrt" (GPU ones need ``pip install 'abaw-rt[gpu]'``).
+        provider_options: passed to the provider as is (e.g. TensorRT's ``trt_fp16_enable``,
+            ``trt_engine_cache_path``, ``trt_profile_min_shapes``).
+        threads: intra-op threads (None: onnxruntime's default, one per core).
+    """
+
+    name = "ort"
+
+    def __init__(
+        self,
+        path: Path | str,
+        provider: str = "cpu",
+        provider_options: Mapping[str, object] | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__()
+        from abaw_rt.export.metadata import read_onnx_info
+        from abaw_rt.export.safety import check_external_data
+
+        self.path = Path(path)
+        self.info = read_onnx_info(self.path)
+        check_external_data(self.path)
+        self.header = self.info.header
+        self.input_specs = self.info.inputs
+        self.output_specs = self.info.outputs
+        self.precision = self.info.precision
+        if provider not in PROVIDERS:
+            raise AbawRtError(f"provider {provider!r}: expected one of {sorted(PROVIDERS)}")
+        self.provider = provider
+        self.provider_options = dict(provider_options or {})
+        self.threads = threads
+        self.session = None
+
+    def _activate(self) -> None:
+        ort = require_module("onnxruntime", "gpu" if self.provider != "cpu" else "dev")
+        wanted = PROVIDERS[self.provider]
+        if wanted not in ort.get_available_providers():
+            raise AbawRtError(
+                f"onnxruntime provider {wanted} is not available (have {ort.get_available_providers()}); "
+                "install onnxruntime-gpu: pip install 'abaw-rt[gpu]'"
+            )
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers = [(wanted, self.provider_options)]
+        if wanted != "CPUExecutionProvider":
+            providers.append(("CPUExecutionProvider", {}))
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise AbawRtError(f"ONNX '{self.path}': onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+        self._check_session()
+        self._output_names = [s.name for s in self.output_specs]
+
+    def _check_session(self) -> None:
+        """The graph's real interface must be the one its metadata declares."""
+        real_in = {i.name: i for i in self.session.get_inputs()}
+        real_out = {o.name for o in self.session.get_outputs()}
+        for spec in self.input_specs:
+            node = real_in.get(spec.name)
+            if node is None:
+                raise AbawRtError(f"ONNX '{self.path}': declares input '{spec.name}' but the graph has {sorted(real_in)}")
+            if len(node.shape) != len(spec.shape) or any(
+                isinstance(d, int) and d != r for d, r in zip(spec.shape, node.shape)
+            ):
+                raise AbawRtError(
+                    f"ONNX '{self.path}': input '{spec.name}' has shape {node.shape}, metadata declares {list(spec.shape)}"
+                )
+        if set(real_in) != {s.name for s in self.input_specs}:
+            raise AbawRtError(f"ONNX '{self.path}': graph inputs {sorted(real_in)} differ from its metadata")
+        missing = [s.name for s in self.output_specs if s.name not in real_out]
+        if missing:
+            raise AbawRtError(f"ONNX '{self.path}': graph lacks declared output(s) {missing}")
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self.session.run(self._output_names, dict(feeds))
+        except Exception as exc:
+            raise AbawRtError(f"ONNX '{self.path}': onnxruntime failed ({str(exc).splitlines()[0]})") from None
+        return dict(zip(self._output_names, outs))
+
