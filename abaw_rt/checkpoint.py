@@ -76,9 +76,7 @@ class CheckpointHeader:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": cfg,
-            "features": [
-                {"name": f["name"], "dim": f["dim"], "modality": f["modality"]} for f in cfg["features"]
-            ],
+            "features": [{"name": f["name"], "dim": f["dim"], "modality": f["modality"]} for f in cfg["features"]],
             "normalization": (
                 {m: {k: [float(x) for x in v] for k, v in s.items()} for m, s in self.normalization.items()}
                 if include_normalization and self.normalization is not None
@@ -187,7 +185,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise AbawRtError(f"checkpoint '{path}': not a readable safetensors file ({exc})") from None
     if METADATA_KEY not in meta:
-        raise AbawRtError(f"checkpoint '{path}': safetensors file has no '{METADATA_KEY}' header; not an abaw-rt checkpoint")
+        raise AbawRtError(
+            f"checkpoint '{path}': safetensors file has no '{METADATA_KEY}' header; not an abaw-rt checkpoint"
+        )
     try:
         header_dict = json.loads(meta[METADATA_KEY])
     except json.JSONDecodeError as exc:

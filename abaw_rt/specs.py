@@ -85,7 +85,9 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) ->
     for spec in specs:
         arr = feeds[spec.name]
         if not isinstance(arr, np.ndarray):
-            raise AbawRtError(f"input '{spec.name}': got {type(arr).__name__}, expected a numpy array {spec.describe()}")
+            raise AbawRtError(
+                f"input '{spec.name}': got {type(arr).__name__}, expected a numpy array {spec.describe()}"
+            )
         if arr.dtype != np.dtype(spec.dtype):
             raise AbawRtError(f"input '{spec.name}': got dtype {arr.dtype}, expected {spec.dtype}")
         got = tuple(arr.shape)

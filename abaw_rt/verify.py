@@ -116,8 +116,7 @@ def compare_outputs(
 ) -> dict[str, OutputStats]:
     """Compare one batch of outputs on real frames only."""
     return {
-        name: output_stats(name, _valid_rows(ref[name], lengths), _valid_rows(cand[name], lengths), tol)
-        for name in ref
+        name: output_stats(name, _valid_rows(ref[name], lengths), _valid_rows(cand[name], lengths), tol) for name in ref
     }
 
 
@@ -128,7 +127,9 @@ class VerifyCase:
     padded: bool  # segments of different lengths in one batch
 
 
-def default_grid(window: int, batches: Sequence[int] = (1, 4), lengths: Sequence[int] | None = None) -> list[VerifyCase]:
+def default_grid(
+    window: int, batches: Sequence[int] = (1, 4), lengths: Sequence[int] | None = None
+) -> list[VerifyCase]:
     """Batches x lengths (1, a prime, w-1, w, 2w by default); batches > 1 are also run padded."""
     lengths = lengths or sorted({1, 7, max(window - 1, 1), window, 2 * window})
     cases = []

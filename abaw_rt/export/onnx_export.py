@@ -98,9 +98,7 @@ def export_onnx(
             output_names=[s.name for s in outputs],
             opset_version=opset,
         )
-        program.model.metadata_props.update(
-            metadata_props(header, precision, checkpoint.sha256 or "", __version__)
-        )
+        program.model.metadata_props.update(metadata_props(header, precision, checkpoint.sha256 or "", __version__))
         program.model.producer_name = "abaw-rt"
         program.model.producer_version = __version__
         staged = tmpdir / out.name
@@ -145,7 +143,9 @@ def check_exported(path: Path, checkpoint: Checkpoint, precision: str, lengths) 
             try:
                 got = cand.infer(feeds)
             except AbawRtError as exc:
-                raise AbawRtError(f"exported graph fails at length {t} (a length baked into the graph?): {exc}") from None
+                raise AbawRtError(
+                    f"exported graph fails at length {t} (a length baked into the graph?): {exc}"
+                ) from None
             stats = compare_outputs(ref.infer(feeds), got, feeds["lengths"], tol)
             for name, s in stats.items():
                 worst = max(worst, s.max_abs)

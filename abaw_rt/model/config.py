@@ -200,4 +200,3 @@ def parameter_count(cfg: ModelConfig) -> int:
     for h in cfg.heads:
         n += d * cfg.head_hidden + cfg.head_hidden + cfg.head_hidden * len(HEAD_LABELS[h]) + len(HEAD_LABELS[h])
     return n
-

@@ -49,9 +49,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, ff_dim: int, dropout: float):
         super().__init__()
         self.attn = SelfAttention(d_model, n_heads, dropout)
-        self.ff = nn.Sequential(
-            nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
-        )
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
         self.norm1 = FP32LayerNorm(d_model)
         self.norm2 = FP32LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)

@@ -89,7 +89,9 @@ class OrtRunner(Runner):
         for spec in self.input_specs:
             node = real_in.get(spec.name)
             if node is None:
-                raise AbawRtError(f"ONNX '{self.path}': declares input '{spec.name}' but the graph has {sorted(real_in)}")
+                raise AbawRtError(
+                    f"ONNX '{self.path}': declares input '{spec.name}' but the graph has {sorted(real_in)}"
+                )
             if len(node.shape) != len(spec.shape) or any(
                 isinstance(d, int) and d != r for d, r in zip(spec.shape, node.shape)
             ):
@@ -111,4 +113,3 @@ class OrtRunner(Runner):
         except Exception as exc:
             raise AbawRtError(f"ONNX '{self.path}': onnxruntime failed ({str(exc).splitlines()[0]})") from None
         return dict(zip(self._output_names, outs))
-

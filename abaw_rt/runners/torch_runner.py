@@ -24,7 +24,13 @@ class TorchRunner(Runner):
 
     name = "torch"
 
-    def __init__(self, checkpoint: Checkpoint | Path | str, device: str = "cpu", precision: str = "fp32", threads: int | None = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint | Path | str,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+    ):
         super().__init__()
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(Path(checkpoint))
         self.header = self.checkpoint.header

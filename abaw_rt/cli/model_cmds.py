@@ -1,82 +1,16 @@
-"""CLI layer: the ``abaw-rt`` command (Typer). Fills configs, calls the library, prints with Rich.
-
-Heavy frameworks (torch, onnxruntime, av) are imported inside the verbs that use them, so
-``abaw-rt --help`` stays instant.
-"""
+"""CLI layer: model verbs: init-checkpoint, export, verify, info."""
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from abaw_rt import __version__
+from abaw_rt.cli import Precision, Preset, Size, app, err, out, user_errors
 from abaw_rt.errors import AbawRtError
-
-app = typer.Typer(
-    name="abaw-rt",
-    no_args_is_help=True,
-    add_completion=False,
-    help="Deploy the TCN + Transformer audio-visual emotion model (ABAW5): export, verify, run.",
-)
-out = Console()
-err = Console(stderr=True)
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-
-
-class Preset(str, Enum):
-    va = "va"
-    va_arcface = "va_arcface"
-    expr = "expr"
-    au = "au"
-
-
-class Size(str, Enum):
-    paper = "paper"  # the authors' widths (about 42 M parameters for va)
-    tiny = "tiny"  # a small width for tests, CI and smoke runs
-
-
-def user_errors(fn):
-    """Turn AbawRtError (and Ctrl-C) into one line on stderr and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AbawRtError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"abaw-rt {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """abaw-rt: continuous emotion recognition (valence/arousal, expressions, action units) in production."""
 
 
 @app.command("init-checkpoint")
@@ -158,10 +92,15 @@ def verify(
     onnx: Annotated[
         Optional[list[Path]],
         typer.Option(
-            "--onnx", exists=True, dir_okay=False, help="Graph to check; repeat. Default: the exported fp32/fp16 graphs beside the checkpoint."
+            "--onnx",
+            exists=True,
+            dir_okay=False,
+            help="Graph to check; repeat. Default: the exported fp32/fp16 graphs beside the checkpoint.",
         ),
     ] = None,
-    batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", min=1, help="Batch sizes (default 1, 4).")] = None,
+    batch: Annotated[
+        Optional[list[int]], typer.Option("--batch", "-b", min=1, help="Batch sizes (default 1, 4).")
+    ] = None,
     length: Annotated[
         Optional[list[int]], typer.Option("--length", "-t", min=1, help="Segment lengths (default 1, 7, w-1, w, 2w).")
     ] = None,
@@ -237,7 +176,9 @@ def _print_verify(report) -> None:
 @app.command()
 @user_errors
 def info(
-    artefact: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint or an exported ONNX graph.")],
+    artefact: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint or an exported ONNX graph.")
+    ],
 ) -> None:
     """Print what a checkpoint or ONNX graph says about itself (config, features, labels, specs)."""
     if artefact.suffix == ".onnx":
@@ -261,12 +202,3 @@ def info(
         data["normalization"] = {m: f"{c.header.config.modality_dim(m)} dims" for m in c.header.config.modalities}
         data.update(sha256=c.sha256, parameters=parameter_count(c.header.config))
     out.print_json(json.dumps(data))
-
-
-def run() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    sys.exit(run())
