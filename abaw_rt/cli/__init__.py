@@ -7,15 +7,11 @@ Heavy frameworks (torch, onnxruntime, av) are imported inside the verbs that use
 from __future__ import annotations
 
 import functools
-import json
-import sys
 from enum import Enum
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from abaw_rt import __version__
 from abaw_rt.errors import AbawRtError
