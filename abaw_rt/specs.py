@@ -101,7 +101,7 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) ->
                 raise AbawRtError(
                     f"input '{spec.name}': axis '{dim}' is {size} but input '{axis_source[dim]}' has {axes[dim]}"
                 )
-            else:
+            elif dim not in axes:
                 if size < 1:
                     raise AbawRtError(f"input '{spec.name}': axis '{dim}' is {size}, expected at least 1")
                 axes[dim] = size

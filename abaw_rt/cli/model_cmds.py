@@ -167,9 +167,13 @@ def _print_verify(report) -> None:
             continue
         for name, s in c.outputs.items():
             drift = "\n".join(f"{k.replace('ccc_drift_', '1-CCC ')} {v:.3g}" for k, v in s.task.items())
-            verdict = "[green]ok[/]" if s.passed else "[red]FAIL[/] " + "; ".join(s.failures)
+            verdict = "[green]ok[/]" if s.passed else "[red]FAIL[/]"
             table.add_row(c.name, name, f"{s.max_abs:.1e}", f"{s.mean_abs:.1e}", f"{s.p99_abs:.1e}", drift, verdict)
     out.print(table)
+    for c in report.candidates:
+        for name, s in c.outputs.items():
+            for failure in s.failures:
+                out.print(f"FAIL {c.name} '{name}': {failure}", highlight=False, soft_wrap=True)
     out.print("[green]verify passed[/]" if report.passed else "[red]verify FAILED[/]")
 
 
