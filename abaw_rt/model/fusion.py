@@ -51,7 +51,7 @@ class FusionModel(nn.Module):
             }
         )
         concat = sum(cfg.channels(m)[-1] for m in cfg.modalities)
-        self.proj = nn.Conv1d(concat, cfg.d_model, 1)
+        self.proj = nn.Linear(concat, cfg.d_model)  # the authors' 1x1 convolution
         self.layers = nn.ModuleList(
             [EncoderLayer(cfg.d_model, cfg.n_heads, cfg.ff_dim, cfg.dropout) for _ in range(cfg.n_layers)]
         )
@@ -88,13 +88,12 @@ class FusionModel(nn.Module):
         t = first.shape[1]
         valid = torch.arange(t, device=first.device)[None, :] < lengths[:, None]  # (B, T)
         dtype = self.proj.weight.dtype
-        mask = valid[:, None, :].to(dtype)  # (B, 1, T)
+        mask = valid[:, :, None].to(dtype)  # (B, T, 1)
         branches = []
         for m in self.cfg.modalities:
             x = (feats[m].float() - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
-            x = x.to(dtype).transpose(1, 2)  # (B, D, T)
-            branches.append(self.tcn[m](x, mask))
-        h = self.proj(torch.cat(branches, dim=1)).transpose(1, 2)  # (B, T, d_model)
+            branches.append(self.tcn[m](x.to(dtype), mask))  # (B, T, C_m)
+        h = self.proj(torch.cat(branches, dim=-1))  # (B, T, d_model)
         key_valid = valid[:, None, None, :]
         for layer in self.layers:
             h = layer(h, key_valid)

@@ -1,0 +1,176 @@
+"""Benchmark: fusion model latency, torch eager vs onnxruntime CPU, against the machine's FLOP-bound time.
+
+For the paper-size architecture (preset va, about 42 M parameters) and the tiny width, at B in {1, 8}
+and T in {75, 300, 1200}: warm-up, then at least --min-iters calls and --min-seconds per cell, backends
+interleaved call by call so that both see the same machine state. Reports p50/p90/p99/mean latency,
+frames/s, the analytic FLOPs per frame, and the time those FLOPs take at the fp32 matmul rate measured
+in the same run (torch.mm on square fp32 matrices with the same thread count). Saves JSON under
+benchmarks/results/.
+
+Goals (issue 3): both backends within 1.25x of the FLOP-bound time in every paper-size cell, and ORT
+never more than 10 % slower than torch.
+
+    python benchmarks/bench_model.py                 # full run (several minutes on 2 cores)
+    python benchmarks/bench_model.py --quick         # small smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from abaw_rt.checkpoint import init_checkpoint, load_checkpoint
+from abaw_rt.export.onnx_export import export_onnx
+from abaw_rt.machine import machine_info
+from abaw_rt.model.config import TINY, flops_per_frame, parameter_count, preset
+from abaw_rt.runners.ort_runner import OrtRunner
+from abaw_rt.runners.torch_runner import TorchRunner
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_FLOP_RATIO = 1.25
+GOAL_ORT_VS_TORCH = 1.10
+
+
+def matmul_rate(threads: int, n: int = 2048, seconds: float = 3.0) -> float:
+    """Sustained fp32 GFLOP/s of torch.mm on n x n matrices with the given thread count."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        calls += 1
+    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
+
+
+def percentiles(times: list[float]) -> dict:
+    t = np.asarray(times) * 1e3
+    return {
+        "p50_ms": float(np.percentile(t, 50)),
+        "p90_ms": float(np.percentile(t, 90)),
+        "p99_ms": float(np.percentile(t, 99)),
+        "mean_ms": float(t.mean()),
+        "std_ms": float(t.std()),
+        "iters": len(times),
+    }
+
+
+def bench_cell(runners: dict, feeds: dict, warmup: int, min_iters: int, min_seconds: float) -> dict:
+    """Interleave the runners call by call; each runner times its own backend call."""
+    for _ in range(warmup):
+        for r in runners.values():
+            r.infer(feeds)
+    times = {name: [] for name in runners}
+    start = time.perf_counter()
+    while min(len(t) for t in times.values()) < min_iters or time.perf_counter() - start < min_seconds:
+        for name, r in runners.items():
+            r.infer(feeds)
+            times[name].append(r.last_inference_time)
+    return {name: percentiles(t) for name, t in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads for both backends")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--times", type=int, nargs="+", default=[75, 300, 1200])
+    ap.add_argument("--models", nargs="+", default=["paper", "tiny"], choices=["paper", "tiny"])
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--min-iters", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=3.0)
+    ap.add_argument("--quick", action="store_true", help="tiny model, short cells: a smoke run")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/model_cpu_<date>.json)")
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.batches, args.times = ["tiny"], [1, 2], [75]
+        args.min_iters, args.min_seconds, args.warmup = 3, 0.2, 1
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rate = matmul_rate(args.threads)
+    print(f"fp32 matmul rate (torch.mm 2048^2, {args.threads} threads): {rate:.1f} GFLOP/s")
+    cells = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model_name in args.models:
+            cfg = preset("va", **(TINY if model_name == "tiny" else {}))
+            ck_path = init_checkpoint(Path(tmp) / f"{model_name}.safetensors", cfg, seed=0)
+            ck = load_checkpoint(ck_path)
+            t0 = time.perf_counter()
+            onnx_path = export_onnx(ck, Path(tmp) / f"{model_name}.fp32.onnx", check=False).path
+            print(f"[{model_name}] {parameter_count(cfg) / 1e6:.2f} M params, exported in {time.perf_counter() - t0:.1f} s")
+            runners = {
+                "torch": TorchRunner(ck, threads=args.threads),
+                "ort": OrtRunner(onnx_path, threads=args.threads),
+            }
+            for r in runners.values():
+                r.activate()
+            for b in args.batches:
+                for t in args.times:
+                    feeds = runners["torch"].example_feeds(b, t, rng=np.random.default_rng(0))
+                    res = bench_cell(runners, feeds, args.warmup, args.min_iters, args.min_seconds)
+                    fpf = flops_per_frame(cfg, t)
+                    bound_ms = fpf * b * t / (rate * 1e9) * 1e3
+                    cell = {
+                        "model": model_name,
+                        "batch": b,
+                        "time": t,
+                        "mflops_per_frame": fpf / 1e6,
+                        "flop_bound_ms": bound_ms,
+                        "backends": {},
+                    }
+                    for name, stats in res.items():
+                        stats["frames_per_s"] = b * t / (stats["p50_ms"] / 1e3)
+                        stats["x_flop_bound"] = stats["p50_ms"] / bound_ms
+                        cell["backends"][name] = stats
+                    cell["ort_over_torch"] = res["ort"]["p50_ms"] / res["torch"]["p50_ms"]
+                    cells.append(cell)
+                    print(
+                        f"[{model_name}] B={b:<2} T={t:<5} bound {bound_ms:8.1f} ms | "
+                        + " | ".join(
+                            f"{n} p50 {s['p50_ms']:8.1f} ms p99 {s['p99_ms']:8.1f} ({s['x_flop_bound']:.2f}x bound)"
+                            for n, s in res.items()
+                        )
+                        + f" | ort/torch {cell['ort_over_torch']:.3f}"
+                    )
+            for r in runners.values():
+                r.deactivate()
+
+    paper = [c for c in cells if c["model"] == "paper"]
+    goals = {
+        "flop_bound_ratio_max": GOAL_FLOP_RATIO,
+        "ort_over_torch_max": GOAL_ORT_VS_TORCH,
+        "paper_cells_within_flop_goal": {
+            n: all(c["backends"][n]["x_flop_bound"] <= GOAL_FLOP_RATIO for c in paper) for n in ("torch", "ort")
+        }
+        if paper
+        else None,
+        "paper_cells_ort_within_10pct": all(c["ort_over_torch"] <= GOAL_ORT_VS_TORCH for c in paper) if paper else None,
+    }
+    report = {
+        "benchmark": "bench_model",
+        "machine": machine_info(),
+        "threads": args.threads,
+        "timing": "Runner.last_inference_time: the backend call only (numpy in, numpy out), CPU, no device copies",
+        "matmul_gflops": rate,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "cells": cells,
+        "goals": goals,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = args.out or RESULTS / f"model_cpu_{'quick_' if args.quick else ''}{time.strftime('%Y%m%d')}.json"
+    out.write_text(json.dumps(report, indent=1))
+    print(f"goals: {json.dumps(goals)}")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
