@@ -82,3 +82,6 @@ def run() -> None:
 
 # Verbs register themselves on ``app`` when their module is imported (one module per group of verbs).
 from abaw_rt.cli import model_cmds  # noqa: E402,F401
+from abaw_rt.cli import engine_cmds  # noqa: E402,F401
+from abaw_rt.cli import infer_cmds  # noqa: E402,F401
+from abaw_rt.cli import bench_cmds  # noqa: E402,F401

@@ -1,0 +1,192 @@
+"""CLI layer: ``abaw-rt bench``: model sweeps, comparisons of result files and the regression gate."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from abaw_rt.cli import Precision, app, err, out, user_errors
+from abaw_rt.errors import AbawRtError
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    ort = "ort"
+    trt = "trt"
+
+
+class Graphs(str, Enum):
+    off = "off"
+    on = "on"
+    both = "both"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+@user_errors
+def bench(
+    source: Annotated[
+        Optional[Path],
+        typer.Argument(exists=True, dir_okay=False, help="Checkpoint (.safetensors), ONNX graph or engine (.plan)."),
+    ] = None,
+    backend: Annotated[
+        Optional[list[Backend]], typer.Option("--backend", help="Backends to sweep (default: torch, ort, trt).")
+    ] = None,
+    precision: Annotated[
+        Optional[list[Precision]], typer.Option("--precision", "-p", help="Precisions (default: fp32, fp16).")
+    ] = None,
+    time_: Annotated[
+        Optional[list[int]], typer.Option("--time", "-t", min=1, help="Segment lengths (default 1 75 150 300 600 1200).")
+    ] = None,
+    batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", min=1, help="Batch sizes (default 1 8 32).")] = None,
+    graphs: Annotated[Graphs, typer.Option(help="CUDA graphs off, on, or both (where a backend has them).")] = Graphs.both,
+    device: Annotated[Device, typer.Option(help="cpu, or cuda for the GPU backends.")] = Device.cpu,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and onnxruntime.")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 3,
+    min_iters: Annotated[int, typer.Option(min=1, help="Timed calls per cell, at least.")] = 10,
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds per cell, at least.")] = 1.0,
+    max_seconds: Annotated[float, typer.Option(min=0.001, help="A cell stops after this long even below --min-iters.")] = 20.0,
+    out_dir: Annotated[Path, typer.Option(file_okay=False, help="Folder for the JSON, markdown and PNG.")] = Path(
+        "benchmarks/results"
+    ),
+    name: Annotated[Optional[str], typer.Option(help="File stem (default: bench_<device>_<date-time>).")] = None,
+    compare_files: Annotated[
+        Optional[tuple[Path, Path]],
+        typer.Option("--compare", exists=True, dir_okay=False, help="Compare two result files (A B): ratios B/A per cell."),
+    ] = None,
+    baseline: Annotated[
+        Optional[Path], typer.Option(exists=True, dir_okay=False, help="Result file to compare this sweep with.")
+    ] = None,
+    fail_above_ratio: Annotated[
+        Optional[float], typer.Option(min=1.0, help="Exit 1 if any cell's p50 is more than R times the baseline's.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result file's content as JSON.")] = False,
+) -> None:
+    """Latency and throughput sweep (backend x precision x T x B), or compare two result files."""
+    from abaw_rt.bench.report import compare, load_report
+
+    if compare_files is not None:
+        if source is not None:
+            raise AbawRtError("--compare takes two result files and no SOURCE")
+        rows = compare(load_report(compare_files[0]), load_report(compare_files[1]))
+        _print_ratios(rows, fail_above_ratio, f"{compare_files[1].name} / {compare_files[0].name}")
+        return
+    if source is None:
+        raise AbawRtError("SOURCE missing: pass a checkpoint, an ONNX graph or an engine (or --compare A B)")
+    if fail_above_ratio is not None and baseline is None:
+        raise AbawRtError("--fail-above-ratio needs --baseline FILE (or --compare A B)")
+    report, path = _sweep(
+        source, backend, precision, time_, batch, graphs, device, threads, warmup, min_iters, min_seconds, max_seconds,
+        out_dir, name,
+    )
+    if as_json:
+        import json
+
+        out.print_json(json.dumps(report))
+    if baseline is not None:
+        rows = compare(load_report(baseline), report)
+        _print_ratios(rows, fail_above_ratio, f"{path.name} / {baseline.name}")
+    failed = [c for c in report["cells"] if c["status"] == "error"]
+    if failed:
+        err.print(f"bench: {len(failed)} cell(s) failed (see 'error' lines above and in {path})", highlight=False)
+        raise typer.Exit(1)
+
+
+def _sweep(source, backend, precision, time_, batch, graphs, device, threads, warmup, min_iters, min_seconds,
+           max_seconds, out_dir, name):
+    from abaw_rt.bench.backends import RunnerFactory
+    from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, save_report
+    from abaw_rt.bench.sweep import SweepConfig, run_sweep
+    from abaw_rt.machine import machine_info
+
+    cfg = SweepConfig(
+        backends=tuple(b.value for b in backend) if backend else SweepConfig.backends,
+        precisions=tuple(p.value for p in precision) if precision else SweepConfig.precisions,
+        times=tuple(time_) if time_ else SweepConfig.times,
+        batches=tuple(batch) if batch else SweepConfig.batches,
+        cuda_graphs={"off": (False,), "on": (True,), "both": (False, True)}[graphs.value],
+        warmup=warmup,
+        min_iters=min_iters,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        threads=threads,
+        device=device.value,
+    )
+    import tempfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory(prefix="abaw-rt-bench-")  # graphs exported for the sweep only
+    factory = RunnerFactory(source, device=cfg.device, threads=cfg.threads, workdir=Path(scratch.name))
+    table = Table(title=f"abaw-rt bench: {source.name} on {cfg.device}" + (f", {threads} threads" if threads else ""))
+    for col in ("backend", "prec", "B", "T", "graphs", "p50 ms", "p90 ms", "p99 ms", "frames/s", "1st call ms", "RSS MB", "status"):
+        table.add_column(col, overflow="fold")
+    total = len(cfg.backends) * len(cfg.precisions) * len(cfg.cuda_graphs) * len(cfg.times) * len(cfg.batches)
+    done = [0]
+
+    def progress(cell):
+        done[0] += 1
+        status.update(f"bench {done[0]}/{total}: {cell.backend} {cell.precision} B={cell.batch} T={cell.time}")
+
+    with scratch, err.status("bench: preparing runners") as status:
+        cells = run_sweep(cfg, factory, progress)
+    notes: dict[tuple, str] = {}
+    for c in cells:
+        if c.status == "ok":
+            table.add_row(*cell_row(c))
+        else:  # skips and errors: one line per backend/precision/graphs group, below the table
+            notes.setdefault((c.status, c.backend, c.precision, c.cuda_graphs), c.reason)
+    out.print(table)
+    for (status, b, p, g), why in notes.items():
+        out.print(f"{status} {b} {p}{' graphs' if g else ''}: {why}", highlight=False, soft_wrap=True)
+    source_info = {"path": str(source), "kind": factory.kind}
+    if factory.kind == "checkpoint":
+        from abaw_rt.model.config import flops_per_frame, parameter_count
+
+        ck = factory.checkpoint()
+        source_info.update(
+            sha256=ck.sha256,
+            heads=list(ck.header.config.heads),
+            features=[f.name for f in ck.header.config.features],
+            parameters=parameter_count(ck.header.config),
+            mflops_per_frame_t300=flops_per_frame(ck.header.config, 300) / 1e6,
+        )
+    from dataclasses import asdict
+
+    report = make_report("model", machine_info(), source_info, asdict(cfg), cells)
+    stem = name or f"bench_{cfg.device}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path = save_report(report, out_dir / f"{stem}.json")
+    md = out_dir / f"{stem}.md"
+    md.write_text(markdown_table(cells))
+    png = plot_latency(cells, out_dir / f"{stem}.png", f"abaw-rt bench: {source.name} ({cfg.device})")
+    out.print(f"saved {path}, {md}" + (f", {png}" if png else " (no plot: pip install matplotlib)"))
+    return report, path
+
+
+def _print_ratios(rows, fail_above_ratio, title) -> None:
+    from abaw_rt.bench.report import regressions
+
+    table = Table(title=f"p50 ratio {title}")
+    for col in ("backend", "prec", "B", "T", "graphs", "base ms", "new ms", "ratio"):
+        table.add_column(col)
+    for r in rows:
+        bad = fail_above_ratio is not None and r["ratio"] > fail_above_ratio
+        table.add_row(
+            r["backend"], r["precision"], str(r["batch"]), str(r["time"]), "on" if r["cuda_graphs"] else "off",
+            f"{r['base_p50_ms']:.2f}", f"{r['new_p50_ms']:.2f}", f"[red]{r['ratio']:.3f}[/]" if bad else f"{r['ratio']:.3f}",
+        )
+    out.print(table)
+    if fail_above_ratio is not None:
+        worse = regressions(rows, fail_above_ratio)
+        if worse:
+            err.print(f"regression: {len(worse)} cell(s) slower than {fail_above_ratio}x the baseline", highlight=False)
+            raise typer.Exit(1)
+        out.print(f"no cell slower than {fail_above_ratio}x the baseline")
