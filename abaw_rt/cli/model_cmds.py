@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import Precision, Preset, Size, app, err, out, user_errors
+from abaw_rt.cli.engine_cmds import ProfileOpt, RecipeOpt, Target, build_config, print_engines
 from abaw_rt.errors import AbawRtError
 
 
@@ -51,6 +52,11 @@ def export(
         bool, typer.Option(help="Write weights to <graph>.onnx.data beside the graph (needed past 2 GB).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    to: Annotated[
+        Target, typer.Option("--to", help="onnx: graphs only; trt: then a TensorRT engine from each (NVIDIA GPU).")
+    ] = Target.onnx,
+    recipe: RecipeOpt = None,
+    profile: ProfileOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
     from abaw_rt.checkpoint import load_checkpoint
@@ -59,10 +65,22 @@ def export(
     if out_dir is not None and not out_dir.is_dir():
         raise AbawRtError(f"--out-dir '{out_dir}': no such folder")
     ckpt = load_checkpoint(checkpoint)
+    if to is Target.trt:  # refuse early (no GPU, no TensorRT, bad recipe) rather than after the exports
+        from abaw_rt.build.trt_compat import import_tensorrt
+
+        build_cfg = build_config(recipe, profile)
+        import_tensorrt(build_cfg.device)
     results = []
     for p in dict.fromkeys(precision):  # keep order, drop repeats
         with err.status(f"exporting {checkpoint.name} ({p.value})"):
             results.append(export_onnx(ckpt, onnx_path_for(checkpoint, p.value, out_dir), precision=p.value))
+    if to is Target.trt:
+        from abaw_rt.build.engine import build_engine
+
+        plans = []
+        for r in results:
+            with err.status(f"building a TensorRT engine from {r.path.name}"):
+                plans.append(build_engine(r.path, build_cfg))
     if as_json:
         out.print_json(
             data=[
@@ -72,8 +90,9 @@ def export(
                     "external_data": str(r.external_data) if r.external_data else None,
                     "checked_lengths": list(r.checked_lengths),
                     "max_abs_error": r.max_abs_error,
+                    **({"engine": str(plans[i])} if to is Target.trt else {}),
                 }
-                for r in results
+                for i, r in enumerate(results)
             ]
         )
         return
@@ -83,6 +102,8 @@ def export(
     for r in results:
         table.add_row(str(r.path), r.precision, ", ".join(map(str, r.checked_lengths)), f"{r.max_abs_error:.2e}")
     out.print(table)
+    if to is Target.trt:
+        print_engines(plans, as_json=False)
 
 
 @app.command()
@@ -105,12 +126,18 @@ def verify(
         Optional[list[int]], typer.Option("--length", "-t", min=1, help="Segment lengths (default 1, 7, w-1, w, 2w).")
     ] = None,
     provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or tensorrt.")] = "cpu",
+    engine: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--engine", exists=True, dir_okay=False, help="TensorRT engine plan to check (trt backend); repeat."
+        ),
+    ] = None,
     fp32_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp32 graphs.")] = None,
     fp16_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp16 graphs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random features.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check ONNX graphs against the torch reference: numeric error and task-level drift. Exits 1 on failure."""
+    """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure."""
     import dataclasses
 
     from abaw_rt.checkpoint import load_checkpoint
@@ -120,8 +147,9 @@ def verify(
     from abaw_rt.verify import DEFAULT_TOLERANCES, default_grid, run_verify
 
     ckpt = load_checkpoint(checkpoint)
-    graphs = list(onnx or [p for p in (onnx_path_for(checkpoint, x) for x in PRECISIONS) if p.is_file()])
-    if not graphs:
+    beside = [p for p in (onnx_path_for(checkpoint, x) for x in PRECISIONS) if p.is_file()]
+    graphs = list(onnx or ([] if engine else beside))  # with --engine only, check just the engines
+    if not graphs and not engine:
         raise AbawRtError(
             f"no ONNX graph to verify beside '{checkpoint}': run 'abaw-rt export {checkpoint} -p fp32 -p fp16' or pass --onnx"
         )
@@ -139,6 +167,20 @@ def verify(
                 f"'{checkpoint}' is {ckpt.sha256[:12]}…); re-export it: abaw-rt export {checkpoint}"
             )
         candidates[f"{g.name} (ort-{provider})"] = runner
+    if engine:
+        from abaw_rt.build.profiles import fits_any
+        from abaw_rt.runners.trt_runner import TrtRunner
+
+        for plan in engine:
+            runner = TrtRunner(plan)  # refuses an engine for another GPU, TensorRT or graph
+            if runner.sidecar.checkpoint_sha256 != ckpt.sha256:
+                raise AbawRtError(
+                    f"engine '{plan}' was built from another checkpoint's graph; re-export and rebuild it: "
+                    f"abaw-rt export {checkpoint} --to trt"
+                )
+            candidates[f"{plan.name} (trt)"] = runner
+            if not length and not batch:  # the default grid, cut to what every engine's profiles accept
+                grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
     reference = TorchRunner(ckpt)
     with err.status(f"verifying {len(candidates)} graph(s) over {len(grid)} cases"):
         with reference:
@@ -181,11 +223,15 @@ def _print_verify(report) -> None:
 @user_errors
 def info(
     artefact: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint or an exported ONNX graph.")
+        Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint, an ONNX graph or an engine plan.")
     ],
 ) -> None:
-    """Print what a checkpoint or ONNX graph says about itself (config, features, labels, specs)."""
-    if artefact.suffix == ".onnx":
+    """Print what a checkpoint, ONNX graph or engine sidecar says about itself (config, features, labels, specs)."""
+    if artefact.suffix in (".plan", ".engine"):
+        from abaw_rt.build.sidecar import read_sidecar
+
+        data = read_sidecar(artefact).to_dict()
+    elif artefact.suffix == ".onnx":
         from abaw_rt.export.metadata import read_onnx_info
 
         i = read_onnx_info(artefact)

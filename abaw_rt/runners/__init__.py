@@ -7,11 +7,11 @@ import importlib
 from abaw_rt.errors import AbawRtError
 from abaw_rt.runners.base import Runner
 
-# name -> "module:Class"; the TensorRT slot is filled by the TensorRT issue.
+# name -> "module:Class".
 RUNNERS: dict[str, str | None] = {
     "torch": "abaw_rt.runners.torch_runner:TorchRunner",
     "ort": "abaw_rt.runners.ort_runner:OrtRunner",
-    "trt": None,
+    "trt": "abaw_rt.runners.trt_runner:TrtRunner",
 }
 
 

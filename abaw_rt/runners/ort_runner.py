@@ -28,7 +28,8 @@ class OrtRunner(Runner):
         path: the ``.onnx`` file.
         provider: "cpu", "cuda" or "tensorrt" (GPU ones need ``pip install 'abaw-rt[gpu]'``).
         provider_options: passed to the provider as is (e.g. TensorRT's ``trt_fp16_enable``,
-            ``trt_engine_cache_path``, ``trt_profile_min_shapes``).
+            ``trt_engine_cache_path``, ``trt_profile_min_shapes``). None: CPU none; CUDA and TensorRT
+            get ``gpu_provider_options`` for the graph (explicit profiles, so TensorRT never rebuilds mid-video).
         threads: intra-op threads (None: onnxruntime's default, one per core).
     """
 
@@ -55,7 +56,11 @@ class OrtRunner(Runner):
         if provider not in PROVIDERS:
             raise AbawRtError(f"provider {provider!r}: expected one of {sorted(PROVIDERS)}")
         self.provider = provider
+        if provider_options is None and provider != "cpu":
+            provider_options = gpu_provider_options(provider, self.info)
         self.provider_options = dict(provider_options or {})
+        if provider == "tensorrt" and str(self.provider_options.get("trt_fp16_enable", "")).lower() in ("1", "true"):
+            self.precision = "fp16"  # FP16 kernels over an FP32 graph: judged with fp16 tolerances
         self.threads = threads
         self.session = None
 
@@ -113,3 +118,64 @@ class OrtRunner(Runner):
         except Exception as exc:
             raise AbawRtError(f"ONNX '{self.path}': onnxruntime failed ({str(exc).splitlines()[0]})") from None
         return dict(zip(self._output_names, outs))
+
+
+def _shape_list(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    return ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in shapes.items())
+
+
+def gpu_provider_options(
+    provider: str,
+    info,
+    profiles=None,
+    fp16: bool = False,
+    cache_dir: Path | None = None,
+    device_id: int = 0,
+    workspace_mib: int | None = None,
+    optimization_level: int = 3,
+) -> dict[str, str]:
+    """Options for onnxruntime's CUDA or TensorRT execution provider, derived from the graph's specs.
+
+    Args:
+        provider: "cuda" or "tensorrt".
+        info: the graph's ``OnnxInfo`` (input specs, window).
+        profiles: TensorRT optimisation profiles (default: ``default_profiles(window)``); given
+            explicitly so TensorRT builds once for the whole range instead of again at each new shape.
+        fp16: TensorRT only: FP16 kernels for an FP32 graph (FP16 flag, LayerNorm kept in FP32). An
+            FP16 graph is built strongly typed from its own types and needs no flag.
+        cache_dir: TensorRT only: folder for the engine and timing caches (None: no caches).
+        device_id: CUDA device.
+        workspace_mib: TensorRT builder workspace limit.
+        optimization_level: TensorRT builder optimisation level 0..5.
+    """
+    if provider == "cuda":
+        # TF32 off: fp32 graphs stay within fp32 tolerances of the CPU reference.
+        return {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0"}
+    if provider != "tensorrt":
+        raise AbawRtError(f"provider {provider!r}: GPU options exist for 'cuda' and 'tensorrt'")
+    from abaw_rt.build.profiles import default_profiles
+
+    profiles = tuple(profiles or default_profiles(info.header.window))
+    fp16_flag = bool(fp16) and info.precision == "fp32"
+    opts = {
+        "device_id": str(device_id),
+        "trt_fp16_enable": str(fp16_flag),
+        "trt_layer_norm_fp32_fallback": str(fp16_flag),
+        "trt_builder_optimization_level": str(optimization_level),
+    }
+    # One "name:AxBxC" per input per profile; onnxruntime reads a repeated name as the next profile.
+    for idx, which in enumerate(("min", "opt", "max")):
+        per_profile = [{name: s[idx] for name, s in p.shapes(info.inputs).items()} for p in profiles]
+        opts[f"trt_profile_{which}_shapes"] = ",".join(_shape_list(shapes) for shapes in per_profile)
+    if workspace_mib:
+        opts["trt_max_workspace_size"] = str(workspace_mib << 20)
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        opts.update(
+            trt_engine_cache_enable="True",
+            trt_engine_cache_path=str(cache_dir),
+            trt_timing_cache_enable="True",
+            trt_timing_cache_path=str(cache_dir),
+        )
+    return opts

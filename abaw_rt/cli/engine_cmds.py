@@ -1,0 +1,143 @@
+"""CLI layer: engine verbs: build (ONNX -> TensorRT plan + sidecar)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from abaw_rt.cli import Precision, app, err, out, user_errors
+from abaw_rt.errors import AbawRtError
+
+
+class Target(str, Enum):
+    onnx = "onnx"  # ONNX graphs only
+    trt = "trt"  # ONNX graphs, then a TensorRT engine from each
+
+
+RecipeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--recipe", help="Engine recipe: a name in engines/recipes (jetson-orin, t4-a10, h100) or a JSON file."
+    ),
+]
+ProfileOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--profile",
+        help="Optimisation profile NAME:BMIN,BOPT,BMAX:TMIN,TOPT,TMAX (batch, time); repeat. Overrides the recipe's.",
+    ),
+]
+
+
+def build_config(
+    recipe: str | None = None,
+    profile: list[str] | None = None,
+    precision: str | None = None,
+    workspace_mib: int | None = None,
+    opt_level: int | None = None,
+    timing_cache: Path | None = None,
+    out_path: Path | None = None,
+    device: int = 0,
+    verbose: bool = False,
+):
+    """A BuildConfig from CLI options: a recipe's values, overridden by explicit options."""
+    from abaw_rt.build.engine import DEFAULT_TIMING_CACHE, BuildConfig
+    from abaw_rt.build.profiles import ProfileSpec
+    from abaw_rt.build.recipes import load_recipe
+
+    kw = dict(
+        precision=precision,
+        timing_cache=timing_cache if timing_cache is not None else DEFAULT_TIMING_CACHE,
+        out=out_path,
+        device=device,
+        verbose=verbose,
+    )
+    if profile:
+        kw.update(profiles=tuple(ProfileSpec.parse(p) for p in profile))
+    if workspace_mib is not None:
+        kw.update(workspace_mib=workspace_mib)
+    if opt_level is not None:
+        kw.update(optimization_level=opt_level)
+    if recipe is not None:
+        r = load_recipe(recipe)
+        if profile:
+            kw.update(recipe=None)  # profiles no longer the recipe's: the sidecar records them one by one
+        return BuildConfig.from_recipe(r, **kw)
+    return BuildConfig(**kw)
+
+
+def print_engines(plans: list[Path], as_json: bool) -> None:
+    from abaw_rt.build.sidecar import read_sidecar, sidecar_path_for
+
+    cars = [(p, read_sidecar(p)) for p in plans]
+    if as_json:
+        out.print_json(data=[{"plan": str(p), "sidecar": str(sidecar_path_for(p)), **s.to_dict()} for p, s in cars])
+        return
+    table = Table(title="abaw-rt build")
+    for col in ("engine", "TensorRT", "GPU", "precision", "profiles (batch x time)"):
+        table.add_column(col, overflow="fold")
+    for p, s in cars:
+        profiles = "\n".join(f"{q.name}: {q.batch.min}..{q.batch.max} x {q.time.min}..{q.time.max}" for q in s.profiles)
+        typed = "strongly typed" if s.strongly_typed else "fp16 flag" if s.build_flags.get("fp16_flag") else "fp32"
+        table.add_row(
+            str(p),
+            s.tensorrt_version,
+            f"{s.gpu_name} (sm {s.compute_capability})",
+            f"{s.precision} ({typed})",
+            profiles,
+        )
+    out.print(table)
+
+
+@app.command("build")
+@user_errors
+def build_cmd(
+    onnx: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Graph written by 'abaw-rt export'.")],
+    recipe: RecipeOpt = None,
+    profile: ProfileOpt = None,
+    precision: Annotated[
+        Optional[Precision], typer.Option("--precision", "-p", help="Engine precision (default: the graph's).")
+    ] = None,
+    workspace_mib: Annotated[Optional[int], typer.Option(min=1, help="Builder workspace limit in MiB.")] = None,
+    opt_level: Annotated[
+        Optional[int], typer.Option(min=0, max=5, help="Builder optimisation level 0..5 (default 3).")
+    ] = None,
+    timing_cache: Annotated[
+        Optional[Path],
+        typer.Option(dir_okay=False, help="Timing cache read and updated (default engines/timing.cache)."),
+    ] = None,
+    no_timing_cache: Annotated[bool, typer.Option("--no-timing-cache", help="Build without a timing cache.")] = False,
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", dir_okay=False, help="Plan file (default engines/<graph>.<gpu>.plan).")
+    ] = None,
+    device: Annotated[int, typer.Option(min=0, help="CUDA device to build on.")] = 0,
+    verbose: Annotated[bool, typer.Option(help="TensorRT's verbose log.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Build a TensorRT engine (plan + JSON sidecar) from an exported ONNX graph. Needs an NVIDIA GPU."""
+    from abaw_rt.build.engine import build_engine
+
+    if no_timing_cache and timing_cache is not None:
+        raise AbawRtError("--timing-cache and --no-timing-cache: give one or the other")
+    cfg = build_config(
+        recipe,
+        profile,
+        precision.value if precision else None,
+        workspace_mib,
+        opt_level,
+        timing_cache,
+        out_path,
+        device,
+        verbose,
+    )
+    if no_timing_cache:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, timing_cache=None)
+    with err.status(f"building a TensorRT engine from {onnx.name}"):
+        plan = build_engine(onnx, cfg)
+    print_engines([plan], as_json)
