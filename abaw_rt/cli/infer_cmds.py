@@ -1,0 +1,318 @@
+"""CLI layer: pipeline verbs: infer (whole videos -> per-frame predictions) and extract (features -> feature store)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from abaw_rt.cli import Precision, app, err, out, user_errors
+from abaw_rt.errors import AbawRtError
+
+
+class Backend(str, Enum):
+    ort = "ort"
+    torch = "torch"
+    trt = "trt"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class FaceOption(str, Enum):
+    largest = "largest"
+    left = "left"
+    right = "right"
+
+
+class MergeOption(str, Enum):
+    centre = "centre"
+    uniform = "uniform"
+    none = "none"
+
+
+Inputs = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="VIDEO",
+        help="Videos, folders of videos, or Aff-Wild2 image folders (cropped_aligned/<video>/00001.jpg).",
+    ),
+]
+ExtractorsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--extractors", dir_okay=False, help="Extractor spec (TOML): the ONNX feature extractors to use."),
+]
+DetectorOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--detector", dir_okay=False, help="Face detector: an ONNX graph, or a TOML spec with a 'detector' table."
+    ),
+]
+DetectEveryOpt = Annotated[
+    int, typer.Option("--detect-every", min=1, help="Run the detector on every N-th frame; interpolate between.")
+]
+FaceOpt = Annotated[
+    FaceOption, typer.Option("--face", help="Which face when several: largest, or left/right for two-person videos.")
+]
+DecodeThreadsOpt = Annotated[
+    int, typer.Option("--decode-threads", min=0, help="Video decoder threads (0: FFmpeg's choice).")
+]
+ThreadsOpt = Annotated[
+    Optional[int], typer.Option("--threads", min=1, help="Inference threads per model (default: all cores).")
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the models run.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON on stdout.")]
+
+
+def _spec(extractors: Path | None):
+    from abaw_rt.pipeline.extractor_spec import load_spec
+
+    if extractors is None:
+        raise AbawRtError(
+            "no extractor spec: pass --extractors SPEC.toml naming the ONNX feature extractors "
+            "(abaw-rt ships no default extractors yet; see the README, 'Extractor spec')"
+        )
+    return load_spec(extractors)
+
+
+def _detector(detector: Path | None):
+    from abaw_rt.pipeline.extractor_spec import load_detector
+
+    return load_detector(detector) if detector is not None else None
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def _expected(info) -> int | None:
+    if info is None:
+        return None
+    if info.frames_declared:
+        return info.frames_declared
+    if info.duration and info.fps:
+        return int(round(info.duration * info.fps))
+    return None
+
+
+def _run_all(pipeline, sources, infos, work, as_json: bool) -> list[dict]:
+    """Run ``work(source, progress_cb, expected)`` per source under one progress bar; returns the reports."""
+    reports = []
+    with _progress() as bar:
+        for s in sources:
+            expected = _expected(infos.get(s.name))
+            task = bar.add_task(s.name, total=expected)
+
+            def cb(name, done, total, task=task):
+                bar.update(task, completed=done, total=total)
+
+            reports.append(work(s, cb, expected))
+            bar.remove_task(task)
+    return reports
+
+
+@app.command()
+@user_errors
+def infer(
+    videos: Inputs,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", dir_okay=False, help="Fusion checkpoint (.safetensors).")
+    ] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option("--model", dir_okay=False, help="Exported fusion graph (.onnx) instead of a checkpoint."),
+    ] = None,
+    engine: Annotated[
+        Optional[Path], typer.Option("--engine", dir_okay=False, help="TensorRT engine plan (from 'abaw-rt build').")
+    ] = None,
+    backend: Annotated[
+        Optional[Backend], typer.Option("--backend", help="Fusion backend (default: ort; trt with --engine).")
+    ] = None,
+    precision: Annotated[
+        Optional[Precision], typer.Option("--precision", help="Fusion precision (default: the artefact's / fp32).")
+    ] = None,
+    device: DeviceOpt = Device.cpu,
+    window: Annotated[
+        Optional[int], typer.Option("--window", min=1, help="Segment length w (default: the model's).")
+    ] = None,
+    stride: Annotated[
+        Optional[int], typer.Option("--stride", min=1, help="Segment stride s (default: the model's).")
+    ] = None,
+    merge: Annotated[
+        MergeOption, typer.Option("--merge", help="Combine overlapping windows: centre-weighted, uniform, or none.")
+    ] = MergeOption.centre,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Segments per fusion call.")] = 8,
+    out_dir: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="Output folder (one subfolder per video).")
+    ] = Path("abaw_rt_out"),
+    extractors: ExtractorsOpt = None,
+    detector: DetectorOpt = None,
+    detect_every: DetectEveryOpt = 5,
+    face: FaceOpt = FaceOption.largest,
+    decode_threads: DecodeThreadsOpt = 1,
+    threads: ThreadsOpt = None,
+    plot: Annotated[bool, typer.Option(help="Write plot.png (valence/arousal and expressions over time).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict valence/arousal, expressions and action units for every frame of whole videos.
+
+    Writes <out>/<video>/: <video>.VA.txt / .EXPR.txt / .AU.txt (ABAW format), predictions.csv,
+    report.json (per-stage latency) and plot.png.
+    """
+    from abaw_rt.pipeline.faces import FaceChoice
+    from abaw_rt.pipeline.outputs import check_out_dir, write_outputs
+    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
+    from abaw_rt.pipeline.stitch import Merge
+
+    spec = _spec(extractors)
+    det = _detector(detector)
+    fusion = load_fusion(
+        checkpoint,
+        model,
+        backend.value if backend else None,
+        precision.value if precision else None,
+        device.value,
+        threads,
+        engine=engine,
+    )
+    config = PipelineConfig(
+        window=window,
+        stride=stride,
+        merge=Merge(merge.value),
+        segment_batch=batch,
+        detect_every=detect_every,
+        face=FaceChoice(face.value),
+        decode_threads=decode_threads,
+        infer_threads=threads,
+        device=device.value,
+        plot=plot,
+    )
+    pipeline = Pipeline(spec, config, fusion, det)
+    sources = collect_sources(videos, config.face)
+    infos = pipeline.check_sources(sources)
+    check_out_dir(out_dir)
+
+    def work(source, cb, expected):
+        pred = pipeline.infer(source, cb, expected)
+        write_outputs(out_dir, pred, plot=config.plot)
+        return pred.report
+
+    with err.status("loading models"):
+        pipeline.__enter__()
+    try:
+        reports = _run_all(pipeline, sources, infos, work, as_json)
+    finally:
+        pipeline.__exit__()
+    if as_json:
+        out.print_json(data={"model_load_s": pipeline.load_seconds, "videos": reports})
+        return
+    _summary(reports, pipeline.load_seconds, "abaw-rt infer")
+
+
+@app.command()
+@user_errors
+def extract(
+    inputs: Inputs,
+    out_dir: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="Feature store folder (created or added to).")
+    ] = Path("features"),
+    extractors: ExtractorsOpt = None,
+    detector: DetectorOpt = None,
+    detect_every: DetectEveryOpt = 5,
+    face: FaceOpt = FaceOption.largest,
+    decode_threads: DecodeThreadsOpt = 1,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.cpu,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run decode, faces and feature extraction only, and write the feature store that training reads.
+
+    Image folders (Aff-Wild2 cropped_aligned/<video>/00001.jpg) skip detection: their images are the
+    aligned faces, and missing frame numbers are frames without a face.
+    """
+    from abaw_rt.pipeline.faces import FaceChoice
+    from abaw_rt.pipeline.outputs import check_out_dir
+    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
+    from abaw_rt.store import FeatureStore
+
+    spec = _spec(extractors)
+    det = _detector(detector)
+    config = PipelineConfig(
+        detect_every=detect_every,
+        face=FaceChoice(face.value),
+        decode_threads=decode_threads,
+        infer_threads=threads,
+        device=device.value,
+    )
+    sources = collect_sources(inputs, config.face)
+    pipeline = Pipeline(spec, config, None, det)
+    infos = pipeline.check_sources(sources, skip_missing_audio=True)
+    store = FeatureStore(check_out_dir(out_dir))
+    store.index()  # an existing folder must be a feature store (or empty)
+
+    def work(source, cb, expected):
+        return pipeline.extract(source, store, cb, expected)
+
+    with err.status("loading models"):
+        pipeline.__enter__()
+    try:
+        reports = _run_all(pipeline, sources, infos, work, as_json)
+    finally:
+        pipeline.__exit__()
+    if as_json:
+        out.print_json(data={"store": str(out_dir), "model_load_s": pipeline.load_seconds, "videos": reports})
+        return
+    _summary(reports, pipeline.load_seconds, f"abaw-rt extract -> {out_dir}")
+
+
+def _summary(reports: list[dict], load_s: float | None, title: str) -> None:
+    table = Table(title=title)
+    for col in ("input", "frames", "duration s", "wall s", "x real time", "faces", "audio", "output"):
+        table.add_column(col, overflow="fold")
+    for r in reports:
+        faces = r.get("faces", {})
+        found = f"{faces['found']}/{r['frames']}" if faces.get("found") is not None else "-"
+        audio = r.get("audio", {})
+        aud = f"{audio['frame_coverage']:.0%}" if audio.get("frame_coverage") is not None else "-"
+        table.add_row(
+            r["name"],
+            str(r["frames"]),
+            f"{r['duration_s']:.2f}",
+            f"{r['wall_s']:.2f}",
+            f"{r['realtime_factor']:.1f}" if r.get("realtime_factor") else "-",
+            found,
+            aud,
+            r.get("outputs", {}).get("folder", "(feature store)"),
+        )
+    out.print(table)
+    if not reports:
+        return
+    stages = Table(title=f"per-stage time (last input: {reports[-1]['name']}; models loaded in {load_s or 0:.2f} s)")
+    for col in ("stage", "calls", "total s", "share", "p50 ms", "p90 ms", "p99 ms"):
+        stages.add_column(col)
+    for name, s in reports[-1]["stages"].items():
+        share = f"{s['share']:.0%}" if s.get("share") is not None else "-"
+        stages.add_row(
+            name,
+            str(s["calls"]),
+            f"{s['total_s']:.3f}",
+            share,
+            f"{s['p50_ms']:.2f}",
+            f"{s['p90_ms']:.2f}",
+            f"{s['p99_ms']:.2f}",
+        )
+    out.print(stages)

@@ -1,0 +1,354 @@
+"""Pipeline layer, stage 1: streaming decode with PyAV: frames with their timestamps, audio as mono 16 kHz.
+
+Frames are handed out one at a time and converted to RGB only when asked, each target size through
+its own ``VideoReformatter`` (one reformatter serving two sizes rebuilds its scaler every frame).
+``prefetch`` runs the decoder in a thread a few frames ahead (PyAV releases the GIL while decoding
+and converting), so that decoding overlaps with detection and feature extraction.
+Audio is decoded in the same demux pass, resampled to mono 16 kHz float with ``av.AudioResampler``
+(flushed at the end) and kept with the timestamp of its first sample, so that it can be aligned to
+the frames by time rather than by counting: variable frame rate, audio that starts late or ends
+early and wrong container frame counts all come out right.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from abaw_rt.errors import AbawRtError, require_module
+
+AUDIO_RATE = 16000  # Hz, mono (PAPER.md, "Pre-processing")
+TRUNCATED_BELOW = 0.9  # decoded frames covering less than this share of the declared duration: a broken file
+_GAP_S = 0.02  # audio chunks further than this from where the previous one ended are placed by timestamp
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container declares about a video (frame counts and rates may be wrong; timestamps rule)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float | None  # average frame rate the container declares
+    duration: float | None  # seconds, as declared
+    frames_declared: int | None  # the container's frame count (0 or None when it does not know)
+    has_audio: bool
+    codec: str
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """A mono waveform and the presentation time of its first sample."""
+
+    samples: np.ndarray  # float32 (N,) in [-1, 1]
+    start: float  # seconds, on the same clock as the video frames' timestamps
+    rate: int = AUDIO_RATE
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.samples) / self.rate
+
+    def on_timeline(self, origin: float, length: int) -> np.ndarray:
+        """``length`` samples starting at time ``origin``: the track where it has audio, silence elsewhere."""
+        out = np.zeros(length, dtype=np.float32)
+        offset = int(round((self.start - origin) * self.rate))
+        src_lo, dst_lo = max(0, -offset), max(0, offset)
+        n = min(len(self.samples) - src_lo, length - dst_lo)
+        if n > 0:
+            out[dst_lo : dst_lo + n] = self.samples[src_lo : src_lo + n]
+        return out
+
+
+def _open(path: Path):
+    av = require_module("av", "video")
+    path = Path(path)
+    if not path.exists():
+        raise AbawRtError(f"video '{path}': no such file")
+    if path.is_dir():
+        raise AbawRtError(f"video '{path}': is a folder, expected a video file")
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise AbawRtError(f"video '{path}': not a readable video ({_ffmpeg_reason(exc)})") from None
+
+
+def _ffmpeg_reason(exc) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0]
+
+
+def probe(path: Path) -> VideoInfo:
+    """Open a video and read what its container declares, without decoding.
+
+    Raises:
+        AbawRtError: missing file, not a media file (e.g. a text file named .mp4, a truncated MP4 whose
+            index is gone), or no video stream.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise AbawRtError(f"video '{path}': has no video stream (streams: {[s.type for s in container.streams]})")
+        v = container.streams.video[0]
+        fps = float(v.average_rate) if v.average_rate else None
+        if v.duration is not None and v.time_base is not None:
+            duration = float(v.duration * v.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = None
+        return VideoInfo(
+            path=path,
+            width=v.codec_context.width,
+            height=v.codec_context.height,
+            fps=fps,
+            duration=duration,
+            frames_declared=int(v.frames) or None,
+            has_audio=bool(container.streams.audio),
+            codec=v.codec_context.name,
+        )
+
+
+class DecodedFrame:
+    """One decoded frame: its index, presentation time and (on demand) RGB pixels at any size."""
+
+    __slots__ = ("index", "time", "_frame", "_decoder", "_rgb")
+
+    def __init__(self, index: int, time: float, frame, decoder: "VideoDecoder"):
+        self.index = index  # 0-based position in presentation order
+        self.time = time  # seconds
+        self._frame = frame
+        self._decoder = decoder
+        self._rgb = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the decoded frame."""
+        return self._frame.width, self._frame.height
+
+    def rgb(self) -> np.ndarray:
+        """Full-size RGB, (H, W, 3) uint8, C-contiguous (cached)."""
+        if self._rgb is None:
+            self._rgb = self._decoder._convert(self._frame, self._frame.width, self._frame.height)
+        return self._rgb
+
+    def rgb_at(self, width: int, height: int) -> np.ndarray:
+        """RGB scaled to (width, height), (height, width, 3) uint8, through the decoder's reformatter for that size."""
+        if (width, height) == self.size:
+            return self.rgb()
+        return self._decoder._convert(self._frame, width, height)
+
+    def release(self) -> None:
+        """Drop the pixels (the pipeline holds at most a detection interval of frames)."""
+        self._frame = None
+        self._rgb = None
+
+
+@dataclass
+class DecodeStats:
+    """What decoding found, for the report (and the truncation check)."""
+
+    frames: int = 0
+    decode_errors: int = 0  # packets the decoder rejected (corrupt data); the frames after them still count
+    first_time: float | None = None
+    last_time: float | None = None
+    audio_seconds: float = 0.0
+    audio_stream: bool = False  # the container has an audio track
+    declared_fps: float | None = None  # the container's average frame rate
+    declared_duration: float | None = None  # seconds the video stream declares (None when it does not say)
+    non_increasing: int = 0  # frames whose timestamp did not increase (nudged forward by 1 us)
+
+    @property
+    def covered_seconds(self) -> float:
+        """First to last timestamp plus one frame period."""
+        if self.first_time is None:
+            return 0.0
+        step = 1.0 / self.declared_fps if self.declared_fps else 0.04
+        return self.last_time - self.first_time + step
+
+
+class VideoDecoder:
+    """Streams a video's frames; after the frames are exhausted, ``audio`` holds the resampled track.
+
+    Args:
+        path: the video file.
+        threads: decoder threads (0: FFmpeg's choice). On few cores, decoder threads compete with
+            inference threads; the pipeline sets both deliberately and reports them.
+        audio: also decode the audio track (skipped when nothing needs it).
+    """
+
+    def __init__(self, path: Path, threads: int = 1, audio: bool = True):
+        self.path = Path(path)
+        self.threads = threads
+        self.want_audio = audio
+        self.audio: AudioTrack | None = None
+        self.stats = DecodeStats()
+        self._reformatters: dict[tuple[int, int], object] = {}  # one per target size
+
+    def _convert(self, frame, width: int, height: int) -> np.ndarray:
+        if frame is None:
+            raise AbawRtError(f"video '{self.path}': frame pixels were released before use (pipeline bug)")
+        ref = self._reformatters.get((width, height))
+        if ref is None:
+            from av.video.reformatter import VideoReformatter
+
+            ref = self._reformatters[(width, height)] = VideoReformatter()
+        return np.ascontiguousarray(ref.reformat(frame, width=width, height=height, format="rgb24").to_ndarray())
+
+    def frames(self) -> Iterator[DecodedFrame]:
+        """Yield frames in presentation order; raise AbawRtError when none at all can be decoded."""
+        av = require_module("av", "video")
+        container = _open(self.path)
+        try:
+            if not container.streams.video:
+                raise AbawRtError(f"video '{self.path}': has no video stream")
+            vstream = container.streams.video[0]
+            if self.threads != 1:
+                vstream.thread_type = "AUTO"  # frame and slice threads
+            vstream.codec_context.thread_count = self.threads
+            streams = [vstream]
+            astream = container.streams.audio[0] if (self.want_audio and container.streams.audio) else None
+            resampler = None
+            chunks: list[tuple[float | None, np.ndarray]] = []
+            if astream is not None:
+                streams.append(astream)
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+            index = 0
+            last_time = None
+            self.stats.declared_fps = float(vstream.average_rate) if vstream.average_rate else None
+            self.stats.audio_stream = bool(container.streams.audio)
+            if vstream.duration is not None and vstream.time_base is not None:
+                self.stats.declared_duration = float(vstream.duration * vstream.time_base)
+            fallback_rate = self.stats.declared_fps or 25.0
+            for packet in container.demux(*streams):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:
+                    self.stats.decode_errors += 1
+                    continue
+                if packet.stream is astream:
+                    for af in decoded:
+                        for out in resampler.resample(af):
+                            chunks.append((out.time, out.to_ndarray().reshape(-1)))
+                    continue
+                for vf in decoded:
+                    t = vf.time
+                    if t is None:  # no timestamp: continue the clock at the declared rate
+                        t = 0.0 if last_time is None else last_time + 1.0 / fallback_rate
+                    if last_time is not None and t <= last_time:
+                        self.stats.non_increasing += 1
+                        t = last_time + 1e-6
+                    last_time = t
+                    if self.stats.first_time is None:
+                        self.stats.first_time = t
+                    self.stats.last_time = t
+                    self.stats.frames = index + 1
+                    yield DecodedFrame(index, t, vf, self)
+                    index += 1
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    chunks.append((out.time, out.to_ndarray().reshape(-1)))
+                self.audio = _assemble(chunks)
+                self.stats.audio_seconds = 0.0 if self.audio is None else len(self.audio.samples) / AUDIO_RATE
+        except av.error.FFmpegError as exc:
+            raise AbawRtError(f"video '{self.path}': decoding failed ({_ffmpeg_reason(exc)})") from None
+        finally:
+            container.close()
+        if self.stats.frames == 0:
+            errs = f" ({self.stats.decode_errors} packets rejected)" if self.stats.decode_errors else ""
+            raise AbawRtError(f"video '{self.path}': no decodable video frames{errs}")
+        covered = self.stats.covered_seconds
+        declared = self.stats.declared_duration
+        if declared and covered < TRUNCATED_BELOW * declared:
+            raise AbawRtError(
+                f"video '{self.path}': decoded {self.stats.frames} frames covering {covered:.2f} s of the "
+                f"{declared:.2f} s its container declares (truncated or corrupt file)"
+            )
+
+
+def _assemble(chunks: list[tuple[float | None, np.ndarray]]) -> AudioTrack | None:
+    """Join resampled chunks: contiguous where they follow on, placed by timestamp across real gaps."""
+    chunks = [(t, x) for t, x in chunks if len(x)]
+    if not chunks:
+        return None
+    start = chunks[0][0] if chunks[0][0] is not None else 0.0
+    pieces: list[tuple[int, np.ndarray]] = []
+    pos = 0
+    for t, x in chunks:
+        if t is not None:
+            at = int(round((t - start) * AUDIO_RATE))
+            if abs(at - pos) > _GAP_S * AUDIO_RATE:
+                pos = max(at, 0)
+        pieces.append((pos, x))
+        pos += len(x)
+    total = max(p + len(x) for p, x in pieces)
+    samples = np.zeros(total, dtype=np.float32)
+    for p, x in pieces:
+        samples[p : p + len(x)] = x
+    return AudioTrack(samples=samples, start=float(start))
+
+
+def prefetch(
+    frames: Iterator[DecodedFrame],
+    depth: int = 8,
+    convert: bool = True,
+    on_frame: Callable[[float], None] | None = None,
+) -> Iterator[DecodedFrame]:
+    """Decode in a background thread up to ``depth`` frames ahead; yield the frames in order.
+
+    Args:
+        frames: ``VideoDecoder.frames()``.
+        depth: frames decoded ahead (memory: ``depth`` full-size frames).
+        convert: also make each frame's full-size RGB in the thread.
+        on_frame: callback(seconds) with the decoder thread's time for each frame (decode and convert).
+
+    Errors raised while decoding (e.g. AbawRtError for a broken file) are raised here, in order.
+    Closing the generator early stops the thread and closes the file.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            start = _time.perf_counter()
+            for f in frames:
+                if convert:
+                    f.rgb()
+                if not put((f, _time.perf_counter() - start)):
+                    return
+                start = _time.perf_counter()
+            put((end, 0.0))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((exc, 0.0))
+        finally:
+            frames.close()
+
+    thread = threading.Thread(target=work, name="abaw-rt-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, seconds = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if on_frame:
+                on_frame(seconds)
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -1,0 +1,212 @@
+"""Pipeline layer, stage 5: per-video output files: ABAW-format predictions, predictions.csv, report.json, plot.png.
+
+All of one video's files are written (each atomically) into a hidden staging folder beside the final
+one, which is then renamed into place: a failed or interrupted run leaves no partial output, and a
+re-run replaces the previous folder as a whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from abaw_rt.checkpoint import atomic_write_bytes
+from abaw_rt.errors import AbawRtError
+from abaw_rt.model.config import HEAD_LABELS
+
+ABAW_TASK = {"va": "VA", "expr": "EXPR", "au": "AU"}  # file suffix per head: <video>.VA.txt
+
+
+@dataclass
+class VideoPrediction:
+    """One video's stitched predictions and what the run learnt about it."""
+
+    name: str  # output name (file stem, plus _left/_right with --face left/right)
+    source: Path  # the video file or image folder
+    frame_times: np.ndarray  # (n,) seconds
+    face_found: np.ndarray  # (n,) bool: False where features came from the nearest frame with a face
+    merged: dict[str, np.ndarray]  # {head: (n, k)}: VA values, EXPR/AU probabilities
+    decisions: dict[str, np.ndarray]  # {head: VA (n, 2) clipped, EXPR (n,) class, AU (n, 12) 0/1}
+    report: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return len(self.frame_times)
+
+
+def abaw_text(head: str, decisions: np.ndarray) -> str:
+    """ABAW annotation format: a header line, then one line per frame (PAPER.md, "Tasks")."""
+    lines = [",".join(HEAD_LABELS[head])]
+    if head == "va":
+        lines += [f"{v:.6f},{a:.6f}" for v, a in decisions]
+    elif head == "expr":
+        lines += [str(int(c)) for c in decisions]
+    else:
+        lines += [",".join(str(int(x)) for x in row) for row in decisions]
+    return "\n".join(lines) + "\n"
+
+
+def predictions_csv(pred: VideoPrediction) -> str:
+    """frame (1-based), time, face_found, then per head: values / class and probabilities / 0-1 and probabilities."""
+    cols = ["frame", "time", "face_found"]
+    fmt = ["{}", "{:.6f}", "{}"]
+    for head in pred.merged:
+        labels = HEAD_LABELS[head]
+        if head == "va":
+            cols += list(labels)
+            fmt += ["{:.6f}"] * len(labels)
+        elif head == "expr":
+            cols += ["expr"] + [f"p_{x}" for x in labels]
+            fmt += ["{}"] + ["{:.6f}"] * len(labels)
+        else:
+            cols += list(labels) + [f"p_{x}" for x in labels]
+            fmt += ["{}"] * len(labels) + ["{:.6f}"] * len(labels)
+    rows = []
+    for i in range(pred.frames):
+        vals = [i + 1, float(pred.frame_times[i]), int(pred.face_found[i])]
+        for head, m in pred.merged.items():
+            d = pred.decisions[head]
+            if head == "va":
+                vals += [float(x) for x in d[i]]
+            elif head == "expr":
+                vals += [HEAD_LABELS["expr"][int(d[i])]] + [float(x) for x in m[i]]
+            else:
+                vals += [int(x) for x in d[i]] + [float(x) for x in m[i]]
+        rows.append(",".join(f.format(v) for f, v in zip(fmt, vals)))
+    return ",".join(cols) + "\n" + "\n".join(rows) + "\n"
+
+
+def plot_png(pred: VideoPrediction) -> bytes:
+    """Valence/arousal over time with the expression strip (and AU probabilities), as PNG bytes (matplotlib Agg)."""
+    from abaw_rt.errors import require_module
+
+    require_module("matplotlib", "video")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    heads = list(pred.merged)
+    ratios = {"va": 3, "expr": 1, "au": 2}
+    fig = Figure(figsize=(10, 1.2 + 1.3 * sum(ratios[h] for h in heads) / 2), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(
+        len(heads), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [ratios[h] for h in heads]}
+    )
+    t = pred.frame_times
+    extent_t = (float(t[0]), float(t[-1]) + (float(t[-1] - t[-2]) if len(t) > 1 else 0.04))
+    missing = ~pred.face_found
+    for ax, head in zip(axes[:, 0], heads):
+        d = pred.decisions[head]
+        if head == "va":
+            ax.plot(t, d[:, 0], label="valence", lw=1)
+            ax.plot(t, d[:, 1], label="arousal", lw=1)
+            ax.set_ylim(-1.05, 1.05)
+            ax.axhline(0, color="0.7", lw=0.5)
+            if missing.any():
+                ax.fill_between(t, -1.05, 1.05, where=missing, color="0.85", step="mid", label="no face")
+            ax.legend(loc="upper right", fontsize=8, ncol=3)
+            ax.set_ylabel("VA")
+        elif head == "expr":
+            import matplotlib
+
+            cmap = matplotlib.colormaps["tab10"].resampled(8)
+            ax.imshow(
+                d[None, :],
+                aspect="auto",
+                cmap=cmap,
+                vmin=-0.5,
+                vmax=7.5,
+                interpolation="nearest",
+                extent=(*extent_t, 0, 1),
+            )
+            ax.set_yticks([])
+            ax.set_ylabel("EXPR")
+            handles = [matplotlib.patches.Patch(color=cmap(i), label=n) for i, n in enumerate(HEAD_LABELS["expr"])]
+            ax.legend(
+                handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=8, fontsize=7, frameon=False
+            )
+        else:
+            ax.imshow(
+                pred.merged[head].T,
+                aspect="auto",
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+                extent=(*extent_t, len(HEAD_LABELS["au"]) - 0.5, -0.5),
+            )
+            ax.set_yticks(range(len(HEAD_LABELS["au"])), HEAD_LABELS["au"], fontsize=6)
+            ax.set_ylabel("AU p")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(pred.name, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """Create the output folder if needed and prove it is writable, before any video is decoded."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".abaw-rt-write-test.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise AbawRtError(f"output folder '{out_dir}': not writable ({exc.strerror or exc})") from None
+    return out_dir
+
+
+def write_outputs(out_dir: Path, pred: VideoPrediction, plot: bool = True) -> Path:
+    """Write one video's files into ``<out_dir>/<name>/`` as a whole; returns that folder.
+
+    Files: ``<name>.VA.txt`` / ``.EXPR.txt`` / ``.AU.txt`` (heads present), ``predictions.csv``,
+    ``report.json`` and ``plot.png``.
+    """
+    out_dir = Path(out_dir)
+    final = out_dir / pred.name
+    staging = Path(tempfile.mkdtemp(prefix=f".{pred.name}.partial-", dir=out_dir))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the user's usual mode
+        files = []
+        for head in pred.decisions:
+            f = staging / f"{pred.name}.{ABAW_TASK[head]}.txt"
+            atomic_write_bytes(f, abaw_text(head, pred.decisions[head]).encode())
+            files.append(f.name)
+        atomic_write_bytes(staging / "predictions.csv", predictions_csv(pred).encode())
+        files.append("predictions.csv")
+        if plot:
+            atomic_write_bytes(staging / "plot.png", plot_png(pred))
+            files.append("plot.png")
+        files.append("report.json")
+        pred.report["outputs"] = {"folder": str(final), "files": files}
+        atomic_write_bytes(staging / "report.json", (json.dumps(pred.report, indent=1) + "\n").encode())
+        _swap_into_place(staging, final)
+    except OSError as exc:
+        raise AbawRtError(f"output folder '{final}': cannot write ({exc.strerror or exc})") from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Rename the staged folder to its final name, replacing an earlier run's folder only once the new one is whole."""
+    old = None
+    if final.exists() or final.is_symlink():
+        if not final.is_dir() or final.is_symlink():
+            raise AbawRtError(f"output '{final}': exists and is not a folder")
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,95 @@
+"""Pipeline layer, stage 4b: merging overlapping window predictions into one per frame, then the decisions.
+
+Window outputs are first turned into what is averaged: VA values as they are, EXPR softmax
+probabilities, AU sigmoid probabilities (PAPER.md, "Segments": average before argmax or threshold).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Mapping
+
+import numpy as np
+
+from abaw_rt.errors import AbawRtError
+
+AU_THRESHOLD = 0.5  # PAPER.md, "Tasks": AU sigmoid >= 0.5
+
+
+class Merge(str, Enum):
+    centre = "centre"  # weighted average, weight highest at a window's centre (ours, PAPER.md "Segments")
+    uniform = "uniform"  # plain average over every window covering the frame (sucv/ABAW3)
+    none = "none"  # no averaging: each frame from the one window where it sits most centrally
+
+
+def centre_weights(length: int) -> np.ndarray:
+    """Triangular weights 1..ceil(length/2)..1, positive everywhere so the video's first and last frames count."""
+    t = np.arange(length)
+    return np.minimum(t + 1, length - t).astype(np.float64)
+
+
+def to_probabilities(head: str, values: np.ndarray) -> np.ndarray:
+    """A head's raw output -> the quantity averaged across windows."""
+    values = np.asarray(values, dtype=np.float64)
+    if head == "expr":
+        z = np.exp(values - values.max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
+    if head == "au":
+        return 1.0 / (1.0 + np.exp(-values))
+    return values
+
+
+class Stitcher:
+    """Accumulates window outputs for one video and returns one row per frame.
+
+    Args:
+        frames: the video's frame count.
+        widths: {head: outputs per frame}.
+        merge: how overlapping windows combine.
+    """
+
+    def __init__(self, frames: int, widths: Mapping[str, int], merge: Merge = Merge.centre):
+        self.frames = frames
+        self.merge = Merge(merge)
+        self._sum = {h: np.zeros((frames, k)) for h, k in widths.items()}
+        self._weight = np.zeros(frames)
+
+    def add(self, start: int, outputs: Mapping[str, np.ndarray]) -> None:
+        """One window's outputs ({head: (length, k)}, already through ``to_probabilities``) starting at ``start``."""
+        length = len(next(iter(outputs.values())))
+        if start < 0 or start + length > self.frames:
+            raise AbawRtError(f"stitch: window [{start}, {start + length}) outside the video's {self.frames} frames")
+        sl = slice(start, start + length)
+        if self.merge is Merge.uniform:
+            w = np.ones(length)
+        else:
+            w = centre_weights(length)
+        if self.merge is Merge.none:
+            better = w > self._weight[sl]  # ties keep the earlier window
+            for h, v in outputs.items():
+                self._sum[h][sl][better] = v[better]
+            self._weight[sl] = np.where(better, w, self._weight[sl])
+            return
+        for h, v in outputs.items():
+            self._sum[h][sl] += w[:, None] * v
+        self._weight[sl] += w
+
+    def result(self) -> dict[str, np.ndarray]:
+        """{head: (frames, k) float32} merged values; AbawRtError if a frame was never covered."""
+        missing = np.flatnonzero(self._weight == 0)
+        if len(missing):
+            raise AbawRtError(f"stitch: frame {int(missing[0]) + 1} is covered by no window (segment plan bug)")
+        if self.merge is Merge.none:
+            return {h: v.astype(np.float32) for h, v in self._sum.items()}
+        return {h: (v / self._weight[:, None]).astype(np.float32) for h, v in self._sum.items()}
+
+
+def decide(head: str, merged: np.ndarray) -> np.ndarray:
+    """Per-frame decisions: VA clipped to [-1, 1], EXPR argmax class, AU probability >= 0.5 -> 1."""
+    if head == "va":
+        return np.clip(merged, -1.0, 1.0)
+    if head == "expr":
+        return merged.argmax(axis=-1).astype(np.int64)
+    if head == "au":
+        return (merged >= AU_THRESHOLD).astype(np.int64)
+    raise AbawRtError(f"unknown head {head!r}")
