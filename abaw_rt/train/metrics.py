@@ -1,0 +1,103 @@
+"""Training layer: the challenge metrics on stitched per-video predictions pooled over all frames. Numpy only.
+
+PAPER.md, "Tasks": VA mean CCC of valence and arousal (population moments); EXPR macro F1 over all 8
+labels (a class absent from both predictions and labels scores 0); AU mean F1 over the 12 AUs at
+threshold 0.5. Invalid frames (VA -5, EXPR -1, AU -1 per element) are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from abaw_rt.model.config import HEAD_LABELS
+from abaw_rt.train.annotations import valid_frames
+
+
+def ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """Concordance correlation coefficient 2 cov / (var x + var y + (mean x - mean y)^2), population moments.
+
+    Two constant, equal sequences score 1; otherwise a zero denominator scores 0.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.size == 0:
+        return 0.0
+    mx, my = x.mean(), y.mean()
+    cov = np.mean((x - mx) * (y - my))
+    denom = x.var() + y.var() + (mx - my) ** 2
+    if denom == 0:
+        return 1.0 if np.array_equal(x, y) else 0.0
+    return float(2.0 * cov / denom)
+
+
+def f1_binary(pred: np.ndarray, target: np.ndarray) -> float:
+    """F1 of the positive class; 0 where it is undefined (no positives predicted nor labelled)."""
+    pred = np.asarray(pred, dtype=bool)
+    target = np.asarray(target, dtype=bool)
+    tp = np.sum(pred & target)
+    denom = 2 * tp + np.sum(pred & ~target) + np.sum(~pred & target)
+    return float(2 * tp / denom) if denom else 0.0
+
+
+def macro_f1(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
+    """Macro F1 over labels ``range(n_classes)``, zero division = 0 (sklearn ``labels=range(n), zero_division=0``)."""
+    per_class = [f1_binary(pred == c, target == c) for c in range(n_classes)]
+    return float(np.mean(per_class)), per_class
+
+
+def va_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """pred, target (N, 2). Returns ccc_valence, ccc_arousal and score (their mean)."""
+    ok = valid_frames("va", target)
+    v = ccc(pred[ok, 0], target[ok, 0])
+    a = ccc(pred[ok, 1], target[ok, 1])
+    return {"ccc_valence": v, "ccc_arousal": a, "score": (v + a) / 2, "frames": int(ok.sum())}
+
+
+def expr_metrics(scores: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """scores (N, 8) logits or probabilities (argmax decides); target (N,) with -1 invalid."""
+    ok = valid_frames("expr", target)
+    pred = np.argmax(scores[ok], axis=1)
+    f1, per_class = macro_f1(pred, target[ok], len(HEAD_LABELS["expr"]))
+    out = {"f1": f1, "score": f1, "accuracy": float(np.mean(pred == target[ok])) if ok.any() else 0.0}
+    out.update({f"f1_{name}": v for name, v in zip(HEAD_LABELS["expr"], per_class)})
+    out["frames"] = int(ok.sum())
+    return out
+
+
+def au_metrics(probs: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """probs (N, 12) probabilities (>= threshold is active); target (N, 12) with -1 invalid per element."""
+    ok = valid_frames("au", target)
+    per_au = [f1_binary(probs[ok[:, j], j] >= threshold, target[ok[:, j], j] == 1) for j in range(target.shape[1])]
+    f1 = float(np.mean(per_au))
+    out = {"f1": f1, "score": f1}
+    out.update({f"f1_{name}": v for name, v in zip(HEAD_LABELS["au"], per_au)})
+    out["frames"] = int(ok.any(axis=1).sum())
+    return out
+
+
+def task_metrics(task: str, stitched: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Metrics of one task. ``stitched``: VA values, EXPR class probabilities, AU probabilities (N, C)."""
+    if task == "va":
+        return va_metrics(stitched, target)
+    if task == "expr":
+        return expr_metrics(stitched, target)
+    return au_metrics(stitched, target)
+
+
+def task_loss(task: str, stitched: np.ndarray, target: np.ndarray) -> float:
+    """The training loss evaluated on stitched predictions (validation loss): 1-CCC, CE or BCE on valid frames."""
+    ok = valid_frames(task, target)
+    eps = 1e-7
+    if task == "va":
+        return 1.0 - float(np.mean([ccc(stitched[ok, i], target[ok, i]) for i in range(2)]))
+    if task == "expr":
+        if not ok.any():
+            return 0.0
+        rows = stitched[ok]
+        p = np.clip(rows[np.arange(len(rows)), target[ok]], eps, 1.0)
+        return float(-np.mean(np.log(p)))
+    if not ok.any():
+        return 0.0
+    p = np.clip(stitched[ok], eps, 1 - eps)
+    y = target[ok]
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
