@@ -85,3 +85,4 @@ from abaw_rt.cli import model_cmds  # noqa: E402,F401
 from abaw_rt.cli import engine_cmds  # noqa: E402,F401
 from abaw_rt.cli import infer_cmds  # noqa: E402,F401
 from abaw_rt.cli import bench_cmds  # noqa: E402,F401
+from abaw_rt.cli import train_cmds  # noqa: E402,F401
