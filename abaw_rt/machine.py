@@ -59,4 +59,6 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "versions": {p: v for p in packages if (v := _version(p)) is not None},
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS") if k in os.environ},
+        # other work on the machine while measuring skews timings: recorded so readers can judge
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
