@@ -2,7 +2,7 @@
 
 For the paper-size architecture (preset va, about 42 M parameters) and the tiny width, at B in {1, 8}
 and T in {75, 300, 1200}: warm-up, then at least --min-iters calls and --min-seconds per cell, backends
-interleaved call by call so that both see the same machine state. Reports p50/p90/p99/mean latency,
+taking turns in blocks (see bench_cell). Reports p50/p90/p99/mean latency,
 frames/s, the analytic FLOPs per frame, and the time those FLOPs take at the fp32 matmul rate measured
 in the same run with the same thread count, two ways: the peak rate (torch.mm, 2048 x 2048 x 2048) and
 the rate at the cell's own row count (torch.mm, (B*T) x 2048 x 1024: a weight matrix of the model's size
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw_rt.bench.measure import Timing
+from abaw_rt.bench.measure import Timing, runner_call, time_calls
 from abaw_rt.checkpoint import init_checkpoint, load_checkpoint
 from abaw_rt.export.onnx_export import export_onnx
 from abaw_rt.machine import machine_info
@@ -39,32 +39,34 @@ GOAL_FLOP_RATIO = 1.25
 GOAL_ORT_VS_TORCH = 1.10
 
 
-def matmul_rate(threads: int, m: int = 2048, k: int = 2048, n: int = 2048, seconds: float = 2.0) -> float:
-    """Sustained fp32 GFLOP/s of torch.mm on (m, k) x (k, n) with the given thread count."""
+def matmul_rate(threads: int, m: int = 2048, k: int = 2048, n: int = 2048, trials: int = 5) -> float:
+    """fp32 GFLOP/s of torch.mm on (m, k) x (k, n) with the given thread count: the best of several
+    ~0.3 s trials, so that a moment of other load on the machine does not lower the bound."""
     import torch
 
     torch.set_num_threads(threads)
     a, b = torch.randn(m, k), torch.randn(k, n)
     for _ in range(3):
         torch.mm(a, b)
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        calls += 1
-    return 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(trials):
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 0.3:
+            torch.mm(a, b)
+            calls += 1
+        best = max(best, 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
+    return best
 
 
-def bench_cell(runners: dict, feeds: dict, warmup: int, min_iters: int, min_seconds: float) -> dict:
-    """Interleave the runners call by call; each runner times its own backend call."""
-    for _ in range(warmup):
-        for r in runners.values():
-            r.infer(feeds)
+def bench_cell(runners: dict, feeds: dict, warmup: int, min_iters: int, min_seconds: float, rounds: int = 2) -> dict:
+    """Each runner in turn runs a block of calls (warm-up, then min_iters and min_seconds), and the turns
+    repeat ``rounds`` times so slow drift of the machine hits both. Blocks rather than call-by-call
+    interleaving: onnxruntime's worker threads spin for a while after each run and would steal the
+    cores from the next torch call (on 2 cores that doubled torch's small-shape latency)."""
     times = {name: [] for name in runners}
-    start = time.perf_counter()
-    while min(len(t) for t in times.values()) < min_iters or time.perf_counter() - start < min_seconds:
+    for _ in range(rounds):
         for name, r in runners.items():
-            r.infer(feeds)
-            times[name].append(r.last_inference_time)
+            times[name] += time_calls(runner_call(r, feeds), warmup, min_iters, min_seconds / rounds)
     return {name: Timing.of(t).to_dict() for name, t in times.items()}
 
 
@@ -93,7 +95,7 @@ def main() -> None:
     for b in args.batches:
         for t in args.times:
             if b * t not in row_rates:
-                row_rates[b * t] = matmul_rate(args.threads, m=b * t, k=2048, n=1024, seconds=1.0)
+                row_rates[b * t] = matmul_rate(args.threads, m=b * t, k=2048, n=1024)
                 print(f"fp32 matmul rate at {b * t} rows ((B*T) x 2048 x 1024): {row_rates[b * t]:.1f} GFLOP/s")
     cells = []
     with tempfile.TemporaryDirectory() as tmp:
