@@ -112,8 +112,9 @@ def test_extract_adds_to_an_existing_store_and_skips_missing_audio(kit, tmp_path
 
 
 def test_extract_errors(kit, tmp_path):
-    res = extract(kit, [kit["dir"] / "clip.mp4"], tmp_path / "s", detector=False)
-    assert res.exit_code == 2 and "no face detector" in res.stderr
+    res = extract(kit, [kit["dir"] / "clip.mp4"], tmp_path / "builtin", "--json", detector=False)
+    assert res.exit_code == 0, res.output  # no [detector] in the spec, no --detector: the built-in RetinaFace
+    assert json.loads(res.stdout)["videos"][0]["detector"].endswith("retinaface_mnet025.onnx")
     not_a_store = tmp_path / "other"
     not_a_store.mkdir()
     (not_a_store / "store.json").write_text('{"format": "something-else"}')

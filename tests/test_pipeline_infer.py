@@ -292,10 +292,13 @@ def test_unwritable_output_folder(kit, tmp_path):
 
 def test_missing_model_spec_or_detector_are_clear(kit, tmp_path):
     video = str(kit["dir"] / "videos" / "main.mp4")
+    # no --checkpoint: the built-in demo model, which needs the default extractors (fer, logmel)
     res = cli.invoke(app, ["infer", video, "--extractors", str(kit["spec"]), "--detector", str(kit["detector"])])
-    assert_one_line_error(res, "no fusion model", "--checkpoint")
+    assert_one_line_error(res, "needs feature 'fer'", "has no extractor")
+    # no --extractors: the built-in spec, which lacks this checkpoint's extractors
     res = cli.invoke(app, ["infer", video, "--checkpoint", str(kit["av"]), "--backend", "torch"])
-    assert_one_line_error(res, "no extractor spec", "--extractors")
+    assert_one_line_error(res, "needs feature 'vis0'", "extractors.toml")
+    # a spec without [detector] and no --detector: the built-in RetinaFace (it finds the drawn faces too)
     res = cli.invoke(
         app,
         [
@@ -308,10 +311,12 @@ def test_missing_model_spec_or_detector_are_clear(kit, tmp_path):
             "--extractors",
             str(kit["spec"]),
             "--out",
-            str(tmp_path / "o"),
+            str(tmp_path / "builtin_detector"),
+            "--json",
         ],
     )
-    assert_one_line_error(res, "no face detector", "--detector")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["videos"][0]["detector"].endswith("retinaface_mnet025.onnx")
     res = infer(kit, [video], tmp_path / "o", "--merge", "sideways")
     assert res.exit_code == 2 and "sideways" in res.output
     res = cli.invoke(

@@ -6,18 +6,94 @@ Heavy frameworks (torch, onnxruntime, av) are imported inside the verbs that use
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import re
+import signal
+import sys
+import threading
 from enum import Enum
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from abaw_rt import __version__
 from abaw_rt.errors import AbawRtError
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every verb cleans up the same way; exit code 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a verb runs, SIGTERM (kill, docker stop, a job scheduler) interrupts it like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# Typer's own click (a vendored copy since Typer 0.22, the click package before): its exception classes.
+_click_errors = sys.modules[typer.BadParameter.__module__]
+_NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` as one line on stderr (the message is never read as Rich markup)."""
+    from rich.text import Text
+
+    err.print(Text.assemble(("error:", "bold red"), " ", _one_line(message)), highlight=False, soft_wrap=True)
+
+
+class OneLineGroup(TyperGroup):
+    """The app's click group: usage errors (an option out of range, a missing argument) as one line on stderr.
+
+    Typer would draw them in a multi-line panel; here, as for AbawRtError, the message names the option,
+    what arrived and what was expected, in one line, exit code 2. SIGTERM is handled like Ctrl-C.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        with _sigterm_as_interrupt():
+            if not standalone_mode:
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            try:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except _NoArgsIsHelp as exc:  # bare 'abaw-rt': the help text
+                exc.show()
+                sys.exit(exc.exit_code)
+            except _click_errors.ClickException as exc:
+                hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
+                print_error(exc.format_message() + hint)
+                sys.exit(exc.exit_code)
+            except typer.Abort:
+                err.print("aborted", highlight=False)
+                sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="abaw-rt",
+    cls=OneLineGroup,
     no_args_is_help=True,
     add_completion=False,
     help="Deploy the TCN + Transformer audio-visual emotion model (ABAW5): export, verify, run.",
@@ -44,20 +120,36 @@ class Size(str, Enum):
 
 
 def user_errors(fn):
-    """Turn AbawRtError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+    """Turn AbawRtError, a system error (disk full, permission denied) and Ctrl-C / SIGTERM into one line
+    on stderr and a non-zero exit: 2 for an error, 130 for Ctrl-C, 143 for SIGTERM."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except AbawRtError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            err.print("interrupted" if signum == signal.SIGINT else "terminated", highlight=False)
+            raise typer.Exit(128 + signum) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # stdout closed early (| head): click exits quietly
+                raise
+            print_error(os_error_message(exc))
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a system error: the file, the reason, and the errno name (ENOSPC, EACCES, ...)."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f"'{exc.filename}': " if exc.filename is not None else ""
+    hint = " (disk full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return _one_line(f"{where}{reason}{f' [{name}]' if name else ''}{hint}")
 
 
 def _version(value: bool) -> None:
@@ -86,3 +178,4 @@ from abaw_rt.cli import engine_cmds  # noqa: E402,F401
 from abaw_rt.cli import infer_cmds  # noqa: E402,F401
 from abaw_rt.cli import bench_cmds  # noqa: E402,F401
 from abaw_rt.cli import train_cmds  # noqa: E402,F401
+from abaw_rt.cli import defaults_cmds  # noqa: E402,F401

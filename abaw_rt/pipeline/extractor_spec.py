@@ -34,6 +34,11 @@ class CropMode(str, Enum):
     box = "box"  # square crop around the detected box, plus a margin
 
 
+class DetectorDecoder(str, Enum):
+    none = "none"  # the graph outputs decoded boxes and landmarks itself (the contract below)
+    retinaface = "retinaface"  # raw RetinaFace heads loc/conf/landmarks, decoded in numpy (abaw_rt.defaults.retinaface)
+
+
 class Stretch(str, Enum):
     nearest = "nearest"  # the authors' choice: each frame takes the audio feature nearest in time
     linear = "linear"  # linear interpolation between the two nearest audio features
@@ -96,6 +101,7 @@ class DetectorSpec:
     landmarks_output: str | None = "landmarks"  # (1, K, 10): eyes, nose, mouth corners (x, y); None: box only
     score_threshold: float = 0.5  # detections below are dropped
     nms_iou: float = 0.4  # overlapping detections above this IoU are merged (keeps the best)
+    decoder: DetectorDecoder = DetectorDecoder.none  # who turns the graph's outputs into boxes
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ _IMAGE_KEYS = {"input_size", "colour", "layout", "scale", "mean", "std"}
 _COMMON = {"name", "modality", "onnx", "dim", "input", "output", "batch"}
 _VISUAL = _COMMON | _IMAGE_KEYS | {"crop", "margin"}
 _AUDIO = _COMMON | {"window", "hop", "stretch"}
-_DETECTOR = _IMAGE_KEYS | {"onnx", "input", "boxes_output", "landmarks_output", "score_threshold", "nms_iou"}
+_DETECTOR = _IMAGE_KEYS | {"onnx", "input", "boxes_output", "landmarks_output", "score_threshold", "nms_iou", "decoder"}
 
 
 def load_spec(path: Path) -> PipelineSpec:
@@ -316,4 +322,5 @@ def _detector(t, spec_path: Path) -> DetectorSpec:
         landmarks_output=lm or None,
         score_threshold=thr,
         nms_iou=iou,
+        decoder=_enum(t, "decoder", DetectorDecoder, where, DetectorDecoder.none),
     )

@@ -97,6 +97,10 @@ class FeatureExtractor:
         return self._run(self.image.prepare(crops))
 
     # -- audio ---------------------------------------------------------------------------------------
+    def run_windows(self, windows: np.ndarray) -> np.ndarray:
+        """(B, window) float32 waveform windows at 16 kHz -> (B, dim) float32."""
+        return self._run(windows)
+
     def audio_features(self, track: AudioTrack | None, frame_times: np.ndarray) -> np.ndarray:
         """One feature vector per frame from the audio around each frame's timestamp -> (n, dim).
 

@@ -7,11 +7,14 @@ re-run replaces the previous folder as a whole.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +175,8 @@ def write_outputs(out_dir: Path, pred: VideoPrediction, plot: bool = True) -> Pa
     """
     out_dir = Path(out_dir)
     final = out_dir / pred.name
+    if pred.name in ("", ".", "..") or any(c in pred.name for c in "/\\\0") or final.parent != out_dir:
+        raise AbawRtError(f"output name {pred.name!r}: not a plain name inside the output folder '{out_dir}'")
     staging = Path(tempfile.mkdtemp(prefix=f".{pred.name}.partial-", dir=out_dir))
     try:
         umask = os.umask(0)
@@ -206,7 +211,26 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         if not final.is_dir() or final.is_symlink():
             raise AbawRtError(f"output '{final}': exists and is not a folder")
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with _signals_deferred():  # Ctrl-C / SIGTERM between the two renames would leave neither folder visible
+        if old is not None:
+            os.replace(final, old / final.name)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM for the duration (main thread only); deliver them when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)

@@ -8,6 +8,7 @@ output folder) is checked before the first frame is decoded.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.extractor_spec import DetectorSpec, ExtractorSpec, PipelineSpec
 from abaw_rt.pipeline.faces import FaceChoice
+from abaw_rt.pipeline.names import output_name
 from abaw_rt.pipeline.report import StageTimes, environment, peak_rss_mb
 from abaw_rt.pipeline.stitch import Merge
 from abaw_rt.store import fill_from_nearest
@@ -45,6 +47,7 @@ class PipelineConfig:
     infer_threads: int | None = None  # onnxruntime intra-op threads of detector and extractors (None: all cores)
     device: str = "cpu"  # "cpu" or "cuda" for the detector and extractor graphs
     plot: bool = True  # write plot.png beside the predictions
+    max_side: int | None = 1920  # frames with a longer side are scaled down when decoded (8K would hold GBs)
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,10 @@ def collect_sources(paths: Sequence[Path], face: FaceChoice = FaceChoice.largest
         if not p.exists():
             raise AbawRtError(f"input '{p}': no such file or folder")
         if p.is_file():
-            out.append(Source(p, "video", p.stem + suffix))
+            out.append(Source(p, "video", output_name(p.stem) + suffix))
             continue
         if _frame_images(p):
-            out.append(Source(p, "images", p.name + suffix))
+            out.append(Source(p, "images", output_name(Path(os.path.abspath(p)).name) + suffix))
             continue
         entries = sorted(p.iterdir())
         videos = [e for e in entries if e.is_file() and e.suffix.lower() in VIDEO_SUFFIXES]
@@ -113,8 +116,8 @@ def collect_sources(paths: Sequence[Path], face: FaceChoice = FaceChoice.largest
                 f"input folder '{p}': holds no videos ({', '.join(VIDEO_SUFFIXES[:4])}, ...) and no image folders "
                 "of numbered frames (00001.jpg, ...)"
             )
-        out += [Source(v, "video", v.stem + suffix) for v in videos]
-        out += [Source(f, "images", f.name + suffix) for f in folders]
+        out += [Source(v, "video", output_name(v.stem) + suffix) for v in videos]
+        out += [Source(f, "images", output_name(f.name) + suffix) for f in folders]
     names = [s.name for s in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -150,8 +153,7 @@ def load_fusion(
     if not given:
         raise AbawRtError(
             "no fusion model: pass --checkpoint CHECKPOINT.safetensors, --model GRAPH.onnx or --engine PLAN "
-            "(abaw-rt has no built-in default model yet; 'abaw-rt init-checkpoint' makes an untrained one "
-            "for smoke runs)"
+            "('abaw-rt infer' uses the built-in demo model, abaw_rt.defaults.checkpoint_path(), when none is given)"
         )
     if len(given) > 1:
         raise AbawRtError(f"pass one of --checkpoint, --model, --engine (got {' and '.join(given)})")
@@ -253,7 +255,15 @@ class Pipeline:
         threads = self.config.infer_threads
         try:
             if self.visual and self.detector_spec is not None:
-                runner = OnnxModelRunner(self.detector_spec.onnx, provider, threads, what="detector").activate()
+                if self.detector_spec.decoder.value == "retinaface":  # raw heads, decoded in numpy
+                    from abaw_rt.defaults.retinaface import RetinaFaceRunner
+
+                    runner = RetinaFaceRunner(
+                        self.detector_spec.onnx, provider, threads, score_threshold=self.detector_spec.score_threshold,
+                        nms_iou=self.detector_spec.nms_iou,
+                    ).activate()
+                else:
+                    runner = OnnxModelRunner(self.detector_spec.onnx, provider, threads, what="detector").activate()
                 self.detector = FaceDetector(self.detector_spec, runner)
                 self.detector.prepare()
             for s in self.extractor_specs:
@@ -305,7 +315,7 @@ class Pipeline:
     def _no_detector(self):
         raise AbawRtError(
             f"no face detector: the visual extractor(s) {[e.name for e in self.visual]} need face crops from videos; "
-            "pass --detector DETECTOR.onnx (or a spec with a [detector] table). abaw-rt has no built-in detector yet"
+            "pass --detector DETECTOR.onnx (or a spec with a [detector] table; the CLI falls back to the built-in one)"
         )
 
     # -- stages 1-3 ------------------------------------------------------------------------------------
@@ -334,6 +344,7 @@ class Pipeline:
         return vf
 
     def _video_features(self, source: Source, progress: Progress | None, expected: int | None) -> VideoFeatures:
+        from abaw_rt.pipeline.audio_stream import AudioStream
         from abaw_rt.pipeline.decode import VideoDecoder, prefetch
         from abaw_rt.pipeline.extractors import CropBatcher, audio_coverage
         from abaw_rt.pipeline.faces import FaceTracker
@@ -342,7 +353,15 @@ class Pipeline:
         wall0 = time.perf_counter()
         visual = [e for e in self.extractors if e.spec.modality == "visual"]
         audio = [e for e in self.extractors if e.spec.modality == "audio"]
-        decoder = VideoDecoder(source.path, threads=self.config.decode_threads, audio=bool(audio))
+        # audio features are made while decoding (constant memory for long videos)
+        stream = AudioStream(audio, timer=lambda name, s: times.add(f"extract:{name}", s)) if audio else None
+        decoder = VideoDecoder(
+            source.path,
+            threads=self.config.decode_threads,
+            audio=bool(audio),
+            max_side=self.config.max_side,
+            audio_sink=stream.put if stream is not None else None,
+        )
         chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {e.name: [] for e in visual}
         batcher = CropBatcher(
             visual,
@@ -385,6 +404,8 @@ class Pipeline:
                 if frame is None:
                     break
                 frame_times.append(frame.time)
+                if stream is not None:
+                    stream.pump(frame.time)
                 if tracker is not None:
                     settle(tracker.push(frame))
                 else:
@@ -406,7 +427,8 @@ class Pipeline:
                 arr[idx] = f
             feats[e.name] = arr
         ft = np.asarray(frame_times, dtype=np.float64)
-        track = decoder.audio
+        track = stream if stream is not None and stream.start is not None else None  # start/end, as AudioTrack
+        audio_feats = stream.finish(ft) if stream is not None and decoder.stats.audio_stream else {}
         skipped = []
         for e in audio:
             if not decoder.stats.audio_stream:
@@ -416,8 +438,7 @@ class Pipeline:
                     )
                 skipped.append(e.name)  # extract: a video without audio keeps only its visual features
                 continue
-            with times.time(f"extract:{e.name}"):
-                feats[e.name] = e.audio_features(track, ft)
+            feats[e.name] = audio_feats[e.name]
         fps = _measured_fps(ft) or decoder.stats.declared_fps
         face_found = np.asarray(found, dtype=bool) if visual else np.ones(n, dtype=bool)
         info = {
@@ -427,6 +448,8 @@ class Pipeline:
                 "threads": self.config.decode_threads,
                 "prefetch": self.config.prefetch,
                 "declared_fps": decoder.stats.declared_fps,
+                "size": list(decoder.stats.source_size or ()),
+                "scaled_to": list(decoder.stats.scaled_to) if decoder.stats.scaled_to else None,
             },
             "faces": {
                 "used": bool(visual),
@@ -439,7 +462,7 @@ class Pipeline:
             "audio": {
                 "used": bool(audio),
                 "track": track is not None,
-                "seconds": round(decoder.stats.audio_seconds, 3),
+                "seconds": round(stream.seconds if stream is not None else decoder.stats.audio_seconds, 3),
                 "start_s": round(track.start, 4) if track is not None else None,
                 "frame_coverage": round(audio_coverage(track, ft), 4) if audio else None,
                 "skipped_extractors": skipped,
@@ -538,6 +561,7 @@ class Pipeline:
             m: np.concatenate([vf.features[f.name] for f in cfg.features if f.modality == m], axis=1)
             for m in cfg.modalities
         }
+        vf.features.clear()  # now copied into inputs: n x dims floats, hundreds of MB for a long video
         plan = plan_segments(vf.frames, self.window, self.stride)
         widths = {s.name: s.shape[-1] for s in self.fusion.output_specs}
         stitcher = Stitcher(vf.frames, widths, self.config.merge)

@@ -61,6 +61,9 @@ class OnnxModelRunner(Runner):
         self.what = what
         if not self.path.is_file():
             raise AbawRtError(f"{what} '{self.path}': no such file")
+        from abaw_rt.export.safety import check_external_data
+
+        check_external_data(self.path)  # weights outside its folder (../../): refused (older onnxruntime loaded them)
         if provider not in PROVIDERS:
             raise AbawRtError(f"provider {provider!r}: expected one of {sorted(PROVIDERS)}")
         self.provider = provider

@@ -325,12 +325,23 @@ def _resolve_device(device: Device) -> str:
 
 
 def check_run_folder(out_dir: Path, resume: bool) -> None:
-    """Refuse a folder that already holds a run unless it is to be resumed (never overwrite a run)."""
-    if (Path(out_dir) / LAST).exists() and not resume:
+    """Refuse a folder that already holds a run unless it is to be resumed (never overwrite a run), and a run
+    state that is not readable (checked from its header, before any data is read)."""
+    last = Path(out_dir) / LAST
+    if last.exists() and not resume:
         raise AbawRtError(
             f"run folder '{out_dir}' already holds a run ({LAST}): pass --resume to continue it, "
             "or choose another --out"
         )
+    if last.exists():
+        safetensors = require_module("safetensors", "torch")
+        try:
+            with safetensors.safe_open(str(last), framework="numpy") as f:
+                meta = json.loads((f.metadata() or {})[STATE_KEY])
+        except Exception as exc:  # corrupt, truncated or foreign file (never unpickled)
+            raise AbawRtError(f"run state '{last}': unreadable ({exc}); delete it to start the run afresh") from None
+        if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+            raise AbawRtError(f"run state '{last}': not an abaw-rt training state")
 
 
 # -- the loop ---------------------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""Helpers of the reliability suite (tests/test_reliability_*.py): the clean-failure contract and test media.
+
+The contract every verb keeps on bad input: exit code 2, exactly one line on stderr that starts with
+``error:`` and names the thing, no traceback, and no output file left behind.
+"""
+
+from __future__ import annotations
+
+import fractions
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def assert_clean_failure(res, *needles: str, code: int = 2) -> str:
+    """A CliRunner result that failed the way users are promised; returns the one stderr line."""
+    assert res.exit_code == code, f"exit {res.exit_code}, expected {code}:\n{res.output}\n{res.exception!r}"
+    assert "Traceback" not in res.output, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{res.stderr}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for n in needles:
+        assert n in line, f"{n!r} not in {line!r}"
+    return line
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file (hidden ones too) below ``folder``, relative; [] when the folder does not exist."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every file below ``folder`` (to prove that a failed run changed nothing)."""
+    return {name: (Path(folder) / name).read_bytes() for name in files_under(folder)}
+
+
+def top_level_atoms(path: Path) -> dict[str, int]:
+    """Offsets of an MP4's top-level boxes ('ftyp', 'moov', 'mdat', ...), first occurrence each."""
+    data = Path(path).read_bytes()
+    atoms, pos = {}, 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
+        atoms.setdefault(kind.decode("latin-1"), pos)
+        if size < 8:
+            break
+        pos += size
+    return atoms
+
+
+def remux_faststart(src: Path, dst: Path) -> Path:
+    """The same streams with the MP4 index ('moov') moved to the front, as web-ready files have it."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for packet in i.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            o.mux(packet)
+    return Path(dst)
+
+
+def audio_only(path: Path) -> Path:
+    """An MP4 holding only an AAC track."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        a = c.add_stream("aac", rate=16000, layout="mono")
+        for k in range(8):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 16000, k * 1024, fractions.Fraction(1, 16000)
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    return Path(path)
+
+
+def zero_frame_video(path: Path) -> Path:
+    """A Matroska file whose video stream holds no frame (and a short audio track)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height = 64, 48
+        a = c.add_stream("aac", rate=44100, layout="stereo")
+        for k in range(5):
+            f = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+            f.sample_rate, f.pts, f.time_base = 44100, k * 1024, fractions.Fraction(1, 44100)
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    return Path(path)
