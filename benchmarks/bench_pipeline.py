@@ -15,8 +15,7 @@ Models: whatever --detector / --extractors / --checkpoint name; by default the g
 ``abaw_rt.pipeline.synthetic`` (a bright-blob detector at 320x180 and linear extractors), which measure
 the pipeline's own overhead, not the cost of real extractors. The issue's goal (at least 10x real
 time end to end on this 2-core CPU, and at least a quarter of pure-decode throughput) is meant for the
-default models of the default-models issue, which do not exist yet: the goal check printed here is
-informative only until then.
+built-in default models: pass them explicitly (README, "Speed") for the figures that count.
 
     python benchmarks/bench_pipeline.py                  # 30 s and 5 min clips (a few minutes)
     python benchmarks/bench_pipeline.py --long-seconds 0 # 30 s clip only

@@ -161,3 +161,24 @@ def test_bench_needs_a_source_or_two_files(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     res = cli.invoke(app, ["bench", str(tmp_path / "x.txt")])
     assert res.exit_code == 2 and "expected a checkpoint" in res.stderr
+
+
+def test_bench_video_reports_every_stage_over_runs(tmp_path):
+    pytest.importorskip("av")
+    video = tmp_path / "clip.mp4"
+    res = cli.invoke(app, ["make-sample-video", str(video), "--seconds", "2", "--width", "320", "--height", "180"])
+    assert res.exit_code == 0, res.output
+    res = cli.invoke(app, ["bench", "--video", str(video), "--runs", "2", "--threads", "1",
+                           "--out-dir", str(tmp_path), "--name", "vid"])
+    assert res.exit_code == 0, res.output
+    rep = load_report(tmp_path / "vid.json")
+    assert rep["kind"] == "pipeline" and rep["config"]["runs"] == 2
+    p = rep["pipeline"]
+    assert p["runs"] == 2 and len(p["per_run"]) == 2 and p["frames"] == 50
+    assert {"decode", "detect", "fusion", "stitch", "write"} <= set(p["stages"])
+    assert any(s.startswith("extract:") for s in p["stages"])
+    assert p["realtime_factor"]["min"] <= p["realtime_factor"]["median"] <= p["realtime_factor"]["max"]
+    assert p["model_load_s"] is not None and p["model"]["heads"] == ["va", "expr"]
+    assert not list(tmp_path.glob("clip*/"))  # outputs went to a scratch folder, not next to the results
+    res = cli.invoke(app, ["bench", "--video", str(video), "--backend", "ort", "--backend", "torch"])
+    assert res.exit_code == 2 and "one fusion backend" in res.stderr

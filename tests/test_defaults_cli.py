@@ -107,13 +107,13 @@ def test_defaults_verb_lists_every_file():
 
 
 def test_a_spec_without_detector_gets_the_builtin_one(tmp_path):
-    from abaw_rt.cli.infer_cmds import _detector
+    from abaw_rt.cli.infer_cmds import detector_or_default
     from abaw_rt.pipeline.extractor_spec import load_spec
     from abaw_rt.pipeline.synthetic import linear_extractor, write_spec
 
     linear_extractor(tmp_path / "v.onnx", "visual", 4)
     spec = load_spec(write_spec(tmp_path / "s.toml", [{"name": "v", "modality": "visual", "onnx": "v.onnx", "dim": 4}]))
-    assert _detector(None, spec).onnx.name == "retinaface_mnet025.onnx"
+    assert detector_or_default(None, spec).onnx.name == "retinaface_mnet025.onnx"
 
 
 def test_default_inference_path_needs_no_torch(sample, tmp_path):

@@ -107,6 +107,19 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class Backend(str, Enum):
+    """Runner backends (abaw_rt.runners.RUNNERS)."""
+
+    ort = "ort"
+    torch = "torch"
+    trt = "trt"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Preset(str, Enum):
     va = "va"
     va_arcface = "va_arcface"

@@ -10,25 +10,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Precision, app, err, out, user_errors
+from abaw_rt.cli import Backend, Device, Precision, app, err, out, user_errors
 from abaw_rt.errors import AbawRtError
-
-
-class Backend(str, Enum):
-    torch = "torch"
-    ort = "ort"
-    trt = "trt"
 
 
 class Graphs(str, Enum):
     off = "off"
     on = "on"
     both = "both"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @app.command()
@@ -70,9 +59,32 @@ def bench(
         Optional[float], typer.Option(min=1.0, help="Exit 1 if any cell's p50 is more than R times the baseline's.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result file's content as JSON.")] = False,
+    video: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--video", exists=True, dir_okay=False, help="Benchmark the whole pipeline on this video (SOURCE: fusion model, default the demo)."
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="With --video: pipeline runs (models loaded once).")] = 3,
+    extractors: Annotated[
+        Optional[Path], typer.Option(dir_okay=False, help="With --video: extractor spec (default: built-in).")
+    ] = None,
+    detector: Annotated[
+        Optional[Path], typer.Option(dir_okay=False, help="With --video: face detector (default: built-in).")
+    ] = None,
+    detect_every: Annotated[int, typer.Option(min=1, help="With --video: detector on every N-th frame.")] = 5,
+    decode_threads: Annotated[int, typer.Option(min=0, help="With --video: video decoder threads.")] = 1,
 ) -> None:
-    """Latency and throughput sweep (backend x precision x T x B), or compare two result files."""
+    """Latency and throughput sweep (backend x precision x T x B), the whole pipeline on a video (--video),
+    or compare two result files (--compare)."""
     from abaw_rt.bench.report import compare, load_report
+
+    if video is not None:
+        _video(
+            video, source, backend, precision, device, threads, extractors, detector, detect_every, decode_threads,
+            runs, out_dir, name, as_json,
+        )
+        return
 
     if compare_files is not None:
         if source is not None:
@@ -171,6 +183,77 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
     png = plot_latency(cells, out_dir / f"{stem}.png", f"abaw-rt bench: {source.name} ({cfg.device})")
     out.print(f"saved {path}, {md}" + (f", {png}" if png else " (no plot: pip install matplotlib)"))
     return report, path
+
+
+def _video(video, source, backend, precision, device, threads, extractors, detector, detect_every, decode_threads,
+           runs, out_dir, name, as_json) -> None:
+    """``abaw-rt bench --video``: the pipeline of ``abaw-rt infer``, per stage, over ``runs`` runs."""
+    from abaw_rt.bench.pipeline_bench import bench_video
+    from abaw_rt.bench.report import make_report, save_report
+    from abaw_rt.bench.sweep import artefact_kind
+    from abaw_rt.cli.infer_cmds import detector_or_default, spec_or_default
+    from abaw_rt.machine import machine_info
+    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
+
+    if len(backend or ()) > 1 or len(precision or ()) > 1:
+        raise AbawRtError("--video measures one fusion backend and precision: give --backend and -p at most once")
+    spec = spec_or_default(extractors)
+    det = detector_or_default(detector, spec)
+    kind = artefact_kind(source) if source is not None else "checkpoint"
+    if source is None:
+        from abaw_rt import defaults
+
+        source = defaults.checkpoint_path()
+    fusion = load_fusion(
+        source if kind == "checkpoint" else None,
+        source if kind == "onnx" else None,
+        backend[0].value if backend else None,
+        precision[0].value if precision else None,
+        device.value,
+        threads,
+        engine=source if kind == "engine" else None,
+    )
+    config = PipelineConfig(
+        detect_every=detect_every, decode_threads=decode_threads, infer_threads=threads, device=device.value, plot=False
+    )
+    pipeline = Pipeline(spec, config, fusion, det)
+    (src,) = collect_sources([video], config.face)
+    pipeline.check_sources([src])
+    with err.status(f"bench --video {video.name}: {runs} run(s)"):
+        with pipeline:
+            result = bench_video(pipeline, src, runs)
+    from dataclasses import asdict
+
+    report = make_report(
+        "pipeline",
+        machine_info(),
+        {"path": str(source), "kind": kind, "video": str(video)},
+        {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(config).items()} | {"runs": runs},
+        [],
+        extra={"pipeline": result},
+    )
+    stem = name or f"bench_video_{device.value}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path = save_report(report, out_dir / f"{stem}.json")
+    if as_json:
+        import json
+
+        out.print_json(json.dumps(report))
+        return
+    rtf = result["realtime_factor"]
+    table = Table(
+        title=f"abaw-rt bench --video {video.name}: {result['frames']} frames, {result['duration_s']:.1f} s, "
+        f"{runs} runs, x real time {rtf['median']:.1f} (min {rtf['min']:.1f}), models loaded in "
+        f"{result['model_load_s']:.2f} s"
+    )
+    for col in ("stage", "calls", "total s (median)", "share", "p50 ms", "p90 ms", "p99 ms"):
+        table.add_column(col)
+    for stage, s in result["stages"].items():
+        table.add_row(
+            stage, str(s["calls"]), f"{s['total_s_median']:.3f}", f"{s['share_median']:.0%}",
+            f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}",
+        )
+    out.print(table)
+    out.print(f"saved {path}")
 
 
 def _check_source(source: Path, device: str) -> None:

@@ -9,19 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Precision, app, err, out, user_errors
+from abaw_rt.cli import Backend, Device, Precision, app, err, out, user_errors
 from abaw_rt.errors import AbawRtError
-
-
-class Backend(str, Enum):
-    ort = "ort"
-    torch = "torch"
-    trt = "trt"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class FaceOption(str, Enum):
@@ -75,7 +64,7 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the models ru
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON on stdout.")]
 
 
-def _spec(extractors: Path | None):
+def spec_or_default(extractors: Path | None):
     from abaw_rt.pipeline.extractor_spec import load_spec
 
     if extractors is None:  # the built-in offline defaults (abaw_rt/defaults; README, "Defaults")
@@ -85,7 +74,7 @@ def _spec(extractors: Path | None):
     return load_spec(extractors)
 
 
-def _detector(detector: Path | None, spec=None):
+def detector_or_default(detector: Path | None, spec=None):
     from abaw_rt.pipeline.extractor_spec import load_detector
 
     if detector is not None:
@@ -196,8 +185,8 @@ def infer(
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
     from abaw_rt.pipeline.stitch import Merge
 
-    spec = _spec(extractors)
-    det = _detector(detector, spec)
+    spec = spec_or_default(extractors)
+    det = detector_or_default(detector, spec)
     demo = checkpoint is None and model is None and engine is None
     if demo:  # the built-in demo model (README, "Model card")
         from abaw_rt import defaults
@@ -280,8 +269,8 @@ def extract(
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
     from abaw_rt.store import FeatureStore
 
-    spec = _spec(extractors)
-    det = _detector(detector, spec)
+    spec = spec_or_default(extractors)
+    det = detector_or_default(detector, spec)
     config = PipelineConfig(
         detect_every=detect_every,
         face=FaceChoice(face.value),

@@ -78,7 +78,7 @@ def export_onnx(
 
     header = checkpoint.header
     cfg = header.config
-    model = PositionalFusion(build_model(checkpoint, precision))
+    model = PositionalFusion(build_model(checkpoint, precision).export_mode())
     inputs = cfg.input_specs()
     outputs = cfg.output_specs()
     # Batch >= 2 and an odd length, or the exporter specialises the axes (DEVELOPERS.md).

@@ -82,6 +82,12 @@ class FusionModel(nn.Module):
             raise AbawRtError(f"precision {precision!r}: expected 'fp32' or 'fp16'")
         return self
 
+    def export_mode(self, enabled: bool = True) -> "FusionModel":
+        """Explicit attention (matmul, FP32 softmax) for ONNX export; fused SDPA kernels otherwise."""
+        for layer in self.layers:
+            layer.attn.fused = not enabled
+        return self
+
     def forward(self, feats: Mapping[str, torch.Tensor], lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         """feats: {modality: (B, T, D_m) float32}; lengths: (B,) int64 -> {head: (B, T, n) float32}."""
         first = feats[self.cfg.modalities[0]]
