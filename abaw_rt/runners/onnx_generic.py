@@ -12,9 +12,9 @@ from typing import Mapping
 
 import numpy as np
 
-from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.errors import AbawRtError
 from abaw_rt.runners.base import Runner
-from abaw_rt.runners.ort_runner import PROVIDERS
+from abaw_rt.runners.ort_runner import PROVIDERS, open_session
 from abaw_rt.specs import TensorSpec
 
 # onnxruntime's type strings -> numpy dtype names.
@@ -73,27 +73,7 @@ class OnnxModelRunner(Runner):
         self.output_specs = ()
 
     def _activate(self) -> None:
-        ort = require_module("onnxruntime", "gpu" if self.provider != "cpu" else "dev")
-        wanted = PROVIDERS[self.provider]
-        if wanted not in ort.get_available_providers():
-            raise AbawRtError(
-                f"onnxruntime provider {wanted} is not available (have {ort.get_available_providers()}); "
-                "install onnxruntime-gpu: pip install 'abaw-rt[gpu]'"
-            )
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        if not self.spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as exc:
-            raise AbawRtError(
-                f"{self.what} '{self.path}': onnxruntime cannot load it ({str(exc).splitlines()[0]})"
-            ) from None
+        self.session = open_session(self.path, self.provider, None, self.threads, spin=self.spin, what=self.what)
         self.input_specs = tuple(_spec(node) for node in self.session.get_inputs())
         self.output_specs = tuple(_spec(node) for node in self.session.get_outputs())
         self._output_names = [s.name for s in self.output_specs]

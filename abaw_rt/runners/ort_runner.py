@@ -65,25 +65,7 @@ class OrtRunner(Runner):
         self.session = None
 
     def _activate(self) -> None:
-        ort = require_module("onnxruntime", "gpu" if self.provider != "cpu" else "dev")
-        wanted = PROVIDERS[self.provider]
-        if wanted not in ort.get_available_providers():
-            raise AbawRtError(
-                f"onnxruntime provider {wanted} is not available (have {ort.get_available_providers()}); "
-                "install onnxruntime-gpu: pip install 'abaw-rt[gpu]'"
-            )
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        providers = [(wanted, self.provider_options)]
-        if wanted != "CPUExecutionProvider":
-            providers.append(("CPUExecutionProvider", {}))
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as exc:
-            raise AbawRtError(f"ONNX '{self.path}': onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+        self.session = open_session(self.path, self.provider, self.provider_options, self.threads)
         self._check_session()
         self._output_names = [s.name for s in self.output_specs]
 
@@ -179,3 +161,41 @@ def gpu_provider_options(
             trt_timing_cache_path=str(cache_dir),
         )
     return opts
+
+
+def open_session(
+    path: Path,
+    provider: str,
+    provider_options: Mapping[str, object] | None = None,
+    threads: int | None = None,
+    spin: bool = True,
+    what: str = "ONNX",
+):
+    """An onnxruntime session on ``provider`` (falling back to CPU for unsupported nodes), quiet logs.
+
+    Args:
+        threads: intra-op threads (None: onnxruntime's default, one per core); inter-op stays 1.
+        spin: let idle intra-op threads spin between calls (onnxruntime's default).
+        what: how errors name the graph.
+    """
+    ort = require_module("onnxruntime", "gpu" if provider != "cpu" else "dev")
+    wanted = PROVIDERS[provider]
+    if wanted not in ort.get_available_providers():
+        raise AbawRtError(
+            f"onnxruntime provider {wanted} is not available (have {ort.get_available_providers()}); "
+            "install onnxruntime-gpu: pip install 'abaw-rt[gpu]'"
+        )
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = [(wanted, dict(provider_options or {}))]
+    if wanted != "CPUExecutionProvider":
+        providers.append(("CPUExecutionProvider", {}))
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:
+        raise AbawRtError(f"{what} '{path}': onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
