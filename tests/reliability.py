@@ -100,3 +100,22 @@ def zero_frame_video(path: Path) -> Path:
         for p in a.encode():
             c.mux(p)
     return Path(path)
+
+
+def truncated_faststart(path: Path, tmp: Path) -> Path:
+    """An MP4 with its index up front (faststart) cut in half: opens fine, most frames are gone."""
+    import av
+
+    full = tmp / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height = 160, 120
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 4, np.uint8), format="rgb24")
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path

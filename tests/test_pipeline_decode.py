@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from abaw_rt.pipeline import synthetic as syn  # noqa: E402
 from abaw_rt.pipeline.decode import AUDIO_RATE, AudioTrack, VideoDecoder, probe  # noqa: E402
 from abaw_rt.pipeline.extractor_spec import ExtractorSpec, Stretch  # noqa: E402
 from abaw_rt.pipeline.extractors import FeatureExtractor, audio_coverage  # noqa: E402
+from tests.reliability import audio_only, truncated_faststart, zero_frame_video  # noqa: E402
 
 WINDOW = 800  # 50 ms windows: alignment errors of a frame (40 ms) show up clearly
 
@@ -142,39 +142,6 @@ def test_audio_track_on_timeline():
     np.testing.assert_array_equal(track.on_timeline(4 / AUDIO_RATE, 3), [3, 4, 5])
 
 
-def _zero_frame_video(path: Path) -> Path:
-    """A Matroska file with a video stream that holds no frames (and a short audio track)."""
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height = 64, 48
-        a = c.add_stream("aac", rate=44100, layout="stereo")
-        for k in range(5):
-            f = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-            f.sample_rate, f.pts, f.time_base = 44100, k * 1024, fractions.Fraction(1, 44100)
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
-    return path
-
-
-def _truncated_faststart(path: Path, tmp: Path) -> Path:
-    """An MP4 with its index up front (faststart) cut in half: opens fine, most frames are gone."""
-    full = tmp / "full.mp4"
-    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height = 160, 120
-        for i in range(60):
-            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 4, np.uint8), format="rgb24")
-            for p in v.encode(frame):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-    data = full.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
 def test_bad_files_are_clear_errors(media, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n")
@@ -191,24 +158,11 @@ def test_bad_files_are_clear_errors(media, tmp_path):
             probe(path)
         assert str(path) in str(exc.value) and "\n" not in str(exc.value)
     with pytest.raises(AbawRtError, match="no decodable video frames"):
-        _decode(_zero_frame_video(tmp_path / "zero.mkv"))
+        _decode(zero_frame_video(tmp_path / "zero.mkv"))
     with pytest.raises(AbawRtError, match="truncated or corrupt"):
-        _decode(_truncated_faststart(tmp_path / "half.mp4", tmp_path))
+        _decode(truncated_faststart(tmp_path / "half.mp4", tmp_path))
     with pytest.raises(AbawRtError, match="no video stream"):
-        probe(_audio_only(tmp_path / "audio.m4a"))
-
-
-def _audio_only(path: Path) -> Path:
-    with av.open(str(path), "w", format="mp4") as c:
-        a = c.add_stream("aac", rate=16000, layout="mono")
-        for k in range(4):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts, f.time_base = 16000, k * 1024, fractions.Fraction(1, 16000)
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
-    return path
+        probe(audio_only(tmp_path / "audio.m4a"))
 
 
 def test_prefetch_thread_gives_the_same_frames_and_stops_early(media):
@@ -233,4 +187,4 @@ def test_prefetch_raises_decoding_errors_in_the_consumer(media, tmp_path):
     from abaw_rt.pipeline.decode import prefetch
 
     with pytest.raises(AbawRtError, match="truncated or corrupt"):
-        list(prefetch(VideoDecoder(_truncated_faststart(tmp_path / "half.mp4", tmp_path)).frames(), 4))
+        list(prefetch(VideoDecoder(truncated_faststart(tmp_path / "half.mp4", tmp_path)).frames(), 4))

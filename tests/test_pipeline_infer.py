@@ -273,12 +273,12 @@ def _write(path: Path, data: bytes | None) -> Path:
 
 
 def test_zero_frame_and_truncated_videos_leave_no_outputs(kit, tmp_path):
-    from tests.test_pipeline_decode import _truncated_faststart, _zero_frame_video
+    from tests.reliability import truncated_faststart, zero_frame_video
 
     out = tmp_path / "out"
-    zero = _zero_frame_video(tmp_path / "zero.mkv")
+    zero = zero_frame_video(tmp_path / "zero.mkv")
     assert_one_line_error(infer(kit, [zero], out, checkpoint="vis"), "zero.mkv", "no decodable video frames")
-    half = _truncated_faststart(tmp_path / "half.mp4", tmp_path)
+    half = truncated_faststart(tmp_path / "half.mp4", tmp_path)
     assert_one_line_error(infer(kit, [half], out, checkpoint="vis"), "half.mp4", "truncated or corrupt")
     assert_no_outputs(out)
 
