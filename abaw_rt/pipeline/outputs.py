@@ -17,6 +17,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -44,20 +45,30 @@ class VideoPrediction:
         return len(self.frame_times)
 
 
-def abaw_text(head: str, decisions: np.ndarray) -> str:
+def abaw_lines(head: str, decisions: np.ndarray) -> Iterator[str]:
     """ABAW annotation format: a header line, then one line per frame (PAPER.md, "Tasks")."""
-    lines = [",".join(HEAD_LABELS[head])]
+    yield ",".join(HEAD_LABELS[head])
     if head == "va":
-        lines += [f"{v:.6f},{a:.6f}" for v, a in decisions]
+        yield from (f"{v:.6f},{a:.6f}" for v, a in decisions)
     elif head == "expr":
-        lines += [str(int(c)) for c in decisions]
+        yield from (str(int(c)) for c in decisions)
     else:
-        lines += [",".join(str(int(x)) for x in row) for row in decisions]
-    return "\n".join(lines) + "\n"
+        yield from (",".join(str(int(x)) for x in row) for row in decisions)
 
 
-def predictions_csv(pred: VideoPrediction) -> str:
-    """frame (1-based), time, face_found, then per head: values / class and probabilities / 0-1 and probabilities."""
+def write_lines(path: Path, lines: Iterable[str]) -> None:
+    """Write lines as they come (memory stays flat for long videos); the caller's staging folder makes it atomic."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def predictions_csv(pred: VideoPrediction) -> Iterator[str]:
+    """Lines of predictions.csv: frame (1-based), time, face_found, then per head: values / class and
+    probabilities / 0-1 and probabilities."""
     cols = ["frame", "time", "face_found"]
     fmt = ["{}", "{:.6f}", "{}"]
     for head in pred.merged:
@@ -71,7 +82,7 @@ def predictions_csv(pred: VideoPrediction) -> str:
         else:
             cols += list(labels) + [f"p_{x}" for x in labels]
             fmt += ["{}"] * len(labels) + ["{:.6f}"] * len(labels)
-    rows = []
+    yield ",".join(cols)
     for i in range(pred.frames):
         vals = [i + 1, float(pred.frame_times[i]), int(pred.face_found[i])]
         for head, m in pred.merged.items():
@@ -82,8 +93,19 @@ def predictions_csv(pred: VideoPrediction) -> str:
                 vals += [HEAD_LABELS["expr"][int(d[i])]] + [float(x) for x in m[i]]
             else:
                 vals += [int(x) for x in d[i]] + [float(x) for x in m[i]]
-        rows.append(",".join(f.format(v) for f, v in zip(fmt, vals)))
-    return ",".join(cols) + "\n" + "\n".join(rows) + "\n"
+        yield ",".join(f.format(v) for f, v in zip(fmt, vals))
+
+
+PLOT_BINS = 1500  # a 10-inch, 100-dpi figure has 1000 pixel columns: more points only cost memory
+
+
+def _envelope(t: np.ndarray, y: np.ndarray, bins: int = PLOT_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Long tracks as a min/max envelope over ``bins`` time bins (extremes kept, memory bounded)."""
+    if len(t) <= 2 * bins:
+        return t, y
+    starts = np.linspace(0, len(t), bins + 1).astype(int)[:-1]
+    lo, hi = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
+    return np.repeat(t[starts], 2), np.stack([lo, hi], axis=1).ravel()
 
 
 def plot_png(pred: VideoPrediction) -> bytes:
@@ -104,15 +126,18 @@ def plot_png(pred: VideoPrediction) -> bytes:
     t = pred.frame_times
     extent_t = (float(t[0]), float(t[-1]) + (float(t[-1] - t[-2]) if len(t) > 1 else 0.04))
     missing = ~pred.face_found
+    step = max(1, -(-len(t) // (2 * PLOT_BINS)))  # image columns kept: at most 2 per plot bin
     for ax, head in zip(axes[:, 0], heads):
         d = pred.decisions[head]
         if head == "va":
-            ax.plot(t, d[:, 0], label="valence", lw=1)
-            ax.plot(t, d[:, 1], label="arousal", lw=1)
+            ax.plot(*_envelope(t, d[:, 0]), label="valence", lw=1)
+            ax.plot(*_envelope(t, d[:, 1]), label="arousal", lw=1)
             ax.set_ylim(-1.05, 1.05)
             ax.axhline(0, color="0.7", lw=0.5)
             if missing.any():
-                ax.fill_between(t, -1.05, 1.05, where=missing, color="0.85", step="mid", label="no face")
+                tm, m = _envelope(t, missing.astype(np.uint8))
+                m = m.reshape(-1, 2).max(axis=1).repeat(2) if len(tm) != len(t) else m  # a bin with a gap shows it
+                ax.fill_between(tm, -1.05, 1.05, where=m.astype(bool), color="0.85", step="mid", label="no face")
             ax.legend(loc="upper right", fontsize=8, ncol=3)
             ax.set_ylabel("VA")
         elif head == "expr":
@@ -120,7 +145,7 @@ def plot_png(pred: VideoPrediction) -> bytes:
 
             cmap = matplotlib.colormaps["tab10"].resampled(8)
             ax.imshow(
-                d[None, :],
+                d[None, ::step],
                 aspect="auto",
                 cmap=cmap,
                 vmin=-0.5,
@@ -136,7 +161,7 @@ def plot_png(pred: VideoPrediction) -> bytes:
             )
         else:
             ax.imshow(
-                pred.merged[head].T,
+                pred.merged[head][::step].T,
                 aspect="auto",
                 cmap="viridis",
                 vmin=0,
@@ -185,9 +210,9 @@ def write_outputs(out_dir: Path, pred: VideoPrediction, plot: bool = True) -> Pa
         files = []
         for head in pred.decisions:
             f = staging / f"{pred.name}.{ABAW_TASK[head]}.txt"
-            atomic_write_bytes(f, abaw_text(head, pred.decisions[head]).encode())
+            write_lines(f, abaw_lines(head, pred.decisions[head]))
             files.append(f.name)
-        atomic_write_bytes(staging / "predictions.csv", predictions_csv(pred).encode())
+        write_lines(staging / "predictions.csv", predictions_csv(pred))
         files.append("predictions.csv")
         if plot:
             atomic_write_bytes(staging / "plot.png", plot_png(pred))
