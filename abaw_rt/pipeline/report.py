@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from array import array
 from collections import defaultdict
 from contextlib import contextmanager
 
@@ -14,7 +15,9 @@ class StageTimes:
     """Wall-clock seconds per call, grouped by stage ("decode", "detect", "extract:eff", "fusion", ...)."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, list[float]] = defaultdict(list)
+        # compact float32 arrays (4 bytes a call, not a 32-byte Python float in a list): a stage such as
+        # "decode" records one call per frame, and long videos must not grow memory for it
+        self.calls: dict[str, array] = defaultdict(lambda: array("f"))
         self.items: dict[str, int] = defaultdict(int)  # frames / crops / windows handled per stage
 
     def add(self, stage: str, seconds: float, items: int = 1) -> None:
@@ -36,7 +39,7 @@ class StageTimes:
         """{stage: calls, items, total_s, share of the wall time, p50/p90/p99 per call in ms}."""
         out = {}
         for stage, xs in self.calls.items():
-            arr = np.asarray(xs) * 1000.0
+            arr = np.asarray(xs, dtype=np.float64) * 1000.0
             p50, p90, p99 = np.percentile(arr, [50, 90, 99]) if len(arr) else (0.0, 0.0, 0.0)
             out[stage] = {
                 "calls": len(xs),
