@@ -119,3 +119,19 @@ def truncated_faststart(path: Path, tmp: Path) -> Path:
     data = full.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def infer_kit(folder: Path, window: int, stride: int) -> dict:
+    """A generated detector and extractors (``syn.tiny_kit``) plus two checkpoints that match them:
+    ``av`` (visual + audio, all heads) and ``vis`` (visual only, EXPR), with the given segment window/stride."""
+    from abaw_rt.checkpoint import init_checkpoint
+    from abaw_rt.model.config import TINY, FeatureGroup, ModelConfig
+    from abaw_rt.pipeline import synthetic as syn
+
+    k = syn.tiny_kit(folder / "kit")
+    k["dir"] = folder
+    av_cfg = ModelConfig(features=k["features"], heads=("va", "expr", "au"), **TINY)
+    k["av"] = init_checkpoint(folder / "av.safetensors", av_cfg, seed=1, window=window, stride=stride)
+    vis_cfg = ModelConfig(features=(FeatureGroup("vis0", 8, "visual"),), heads=("expr",), **TINY)
+    k["vis"] = init_checkpoint(folder / "vis.safetensors", vis_cfg, seed=2, window=window, stride=stride)
+    return k

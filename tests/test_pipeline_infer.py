@@ -25,14 +25,10 @@ W, S = 16, 10  # segment window and stride of the test checkpoints
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> dict:
     from abaw_rt.checkpoint import init_checkpoint
+    from tests.reliability import infer_kit
 
     d = tmp_path_factory.mktemp("infer")
-    k = syn.tiny_kit(d / "kit")
-    k["dir"] = d
-    av_cfg = ModelConfig(features=k["features"], heads=("va", "expr", "au"), **TINY)
-    k["av"] = init_checkpoint(d / "av.safetensors", av_cfg, seed=1, window=W, stride=S)
-    vis_cfg = ModelConfig(features=(FeatureGroup("vis0", 8, "visual"),), heads=("expr",), **TINY)
-    k["vis"] = init_checkpoint(d / "vis.safetensors", vis_cfg, seed=2, window=W, stride=S)
+    k = infer_kit(d, W, S)
     bad_cfg = ModelConfig(features=(FeatureGroup("vis0", 9, "visual"),), heads=("va",), **TINY)
     k["wrong_dim"] = init_checkpoint(d / "wrong.safetensors", bad_cfg, window=W, stride=S)
     v = d / "videos"

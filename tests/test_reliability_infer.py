@@ -20,7 +20,6 @@ pytest.importorskip("av", reason="the video pipeline needs PyAV: pip install 'ab
 pytest.importorskip("torch")
 
 from abaw_rt.cli import app  # noqa: E402
-from abaw_rt.model.config import TINY, FeatureGroup, ModelConfig  # noqa: E402
 from abaw_rt.pipeline import synthetic as syn  # noqa: E402
 from tests.reliability import (  # noqa: E402
     assert_clean_failure,
@@ -29,6 +28,7 @@ from tests.reliability import (  # noqa: E402
     remux_faststart,
     snapshot,
     top_level_atoms,
+    infer_kit,
     zero_frame_video,
 )
 
@@ -39,15 +39,8 @@ W, S = 16, 10  # segment window and stride of the test checkpoints
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> dict:
-    from abaw_rt.checkpoint import init_checkpoint
-
     d = tmp_path_factory.mktemp("rel_infer")
-    k = syn.tiny_kit(d / "kit")
-    k["dir"] = d
-    av_cfg = ModelConfig(features=k["features"], heads=("va", "expr", "au"), **TINY)
-    k["av"] = init_checkpoint(d / "av.safetensors", av_cfg, seed=1, window=W, stride=S)
-    vis_cfg = ModelConfig(features=(FeatureGroup("vis0", 8, "visual"),), heads=("expr",), **TINY)
-    k["vis"] = init_checkpoint(d / "vis.safetensors", vis_cfg, seed=2, window=W, stride=S)
+    k = infer_kit(d, W, S)
     v = d / "videos"
     v.mkdir()
     k["main"] = syn.write_video(v / "main.mp4", frames=N)

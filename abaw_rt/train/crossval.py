@@ -7,8 +7,6 @@ folder (``fold_1`` ... ``fold_k``) with its own normalisation statistics from it
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from abaw_rt.errors import AbawRtError
 from abaw_rt.train.annotations import base_video
 from abaw_rt.train.config import TrainConfig
 from abaw_rt.train.dataset import VideoSample
-from abaw_rt.train.loop import Reporter, TrainData, TrainResult, load_data, train
+from abaw_rt.train.loop import Reporter, TrainData, TrainResult, load_data, train, write_rows_csv
 
 SUMMARY_JSON = "crossval.json"
 SUMMARY_CSV = "crossval.csv"
@@ -116,11 +114,4 @@ def _write_summary(out_dir: Path, result: CrossvalResult) -> None:
     atomic_write_bytes(out_dir / SUMMARY_JSON, json.dumps(s, indent=1).encode())
     rows = list(s["folds"])
     rows += [{"fold": stat, **{k: v[stat] for k, v in s["aggregate"].items()}} for stat in ("mean", "std")]
-    cols: list[str] = []
-    for r in rows:
-        cols += [c for c in r if c not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(out_dir / SUMMARY_CSV, buf.getvalue().encode())
+    write_rows_csv(out_dir / SUMMARY_CSV, rows)

@@ -265,9 +265,8 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 # -- outputs ----------------------------------------------------------------------------------------------
-def _write_metrics(out_dir: Path, history: Sequence[EpochRecord]) -> None:
-    rows = [r.row() for r in history]
-    atomic_write_bytes(out_dir / METRICS_JSON, json.dumps(rows, indent=1).encode())
+def write_rows_csv(path: Path, rows: Sequence[dict]) -> None:
+    """Rows as CSV, atomically; the columns are the union of the rows' keys in first-seen order."""
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
@@ -275,7 +274,13 @@ def _write_metrics(out_dir: Path, history: Sequence[EpochRecord]) -> None:
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     w.writerows(rows)
-    atomic_write_bytes(out_dir / METRICS_CSV, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _write_metrics(out_dir: Path, history: Sequence[EpochRecord]) -> None:
+    rows = [r.row() for r in history]
+    atomic_write_bytes(out_dir / METRICS_JSON, json.dumps(rows, indent=1).encode())
+    write_rows_csv(out_dir / METRICS_CSV, rows)
 
 
 def _header(
