@@ -7,10 +7,7 @@ normalisation mean/std, label names, window, stride, fps and provenance.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +16,7 @@ import numpy as np
 
 from abaw_rt import __version__
 from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.io import atomic_write_bytes, bytes_sha256
 from abaw_rt.model.config import HEAD_LABELS, ModelConfig
 
 FORMAT = "abaw-rt-checkpoint"
@@ -125,31 +123,6 @@ class Checkpoint:
     sha256: str | None = None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the user's usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path: Path, header: CheckpointHeader, tensors: Mapping[str, np.ndarray]) -> Path:
@@ -195,7 +168,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     header = CheckpointHeader.from_dict(header_dict, source=f"checkpoint '{path}'")
     if header.normalization is None:
         raise AbawRtError(f"checkpoint '{path}': header has no normalisation statistics (mean/std per modality)")
-    return Checkpoint(header=header, tensors=tensors, path=path, sha256=hashlib.sha256(data).hexdigest())
+    return Checkpoint(header=header, tensors=tensors, path=path, sha256=bytes_sha256(data))
 
 
 def init_checkpoint(

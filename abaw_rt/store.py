@@ -24,8 +24,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from abaw_rt.checkpoint import atomic_write_bytes
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import atomic_write_bytes
 
 FORMAT = "abaw-rt-features"
 FORMAT_VERSION = 1

@@ -64,9 +64,9 @@ def model_timings(threads: int, min_seconds: float) -> dict:
     det = spec.detector
     h, w = det.image.size
     canvas = np.zeros((1, h, w, 3), np.uint8)
-    from abaw_rt.defaults.reference_faces import astronaut
-
     import cv2
+
+    from abaw_rt.defaults.reference_faces import astronaut
 
     canvas[0, :180, :320] = cv2.resize(np.pad(astronaut(), ((0, 0), (228, 228), (0, 0))), (320, 180))
     with RetinaFaceRunner(det.onnx, threads=threads, score_threshold=det.score_threshold) as r:
@@ -119,10 +119,10 @@ def main() -> None:
         return
 
     from abaw_rt import defaults
+    from abaw_rt.checkpoint import load_checkpoint
     from abaw_rt.defaults.sample import make_sample_video
     from abaw_rt.machine import machine_info
     from abaw_rt.model.config import parameter_count
-    from abaw_rt.checkpoint import load_checkpoint
 
     files = {f.name: f.path.stat().st_size for f in defaults.FILES}
     ckpt = load_checkpoint(defaults.checkpoint_path())

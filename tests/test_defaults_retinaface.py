@@ -137,10 +137,10 @@ def test_a_graph_that_is_not_retinaface_is_refused(tmp_path):
 
 
 def test_decoder_key_in_a_user_spec(tmp_path):
+    import shutil
+
     from abaw_rt.pipeline.extractor_spec import DetectorDecoder, load_spec
     from abaw_rt.pipeline.synthetic import write_spec
-
-    import shutil
 
     shutil.copy(DETECTOR, tmp_path / "rf.onnx")
     spec = load_spec(write_spec(tmp_path / "s.toml", [], {"onnx": "rf.onnx", "decoder": "retinaface",

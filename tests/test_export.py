@@ -12,8 +12,8 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from abaw_rt.errors import AbawRtError  # noqa: E402
-from abaw_rt.export.metadata import read_onnx_info  # noqa: E402
 from abaw_rt.export.onnx_export import check_exported, check_lengths_for, export_onnx  # noqa: E402
+from abaw_rt.graphs.metadata import read_onnx_info  # noqa: E402
 from tests.helpers import fixed_time_copy, perturbed_copy  # noqa: E402
 
 

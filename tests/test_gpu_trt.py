@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from abaw_rt.build.gpu import cuda_devices
+from abaw_rt.cuda.gpu import cuda_devices
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_devices(), reason="needs a CUDA GPU")]
 
@@ -29,11 +29,11 @@ def trt():
 @pytest.fixture(scope="module")
 def built(trt, tmp_path_factory):
     """A tiny checkpoint, its fp16 and fp32 graphs, and an engine from each (two profiles)."""
-    from abaw_rt.build.engine import BuildConfig, build_engine
-    from abaw_rt.build.profiles import ProfileSpec
     from abaw_rt.checkpoint import init_checkpoint, load_checkpoint
+    from abaw_rt.engines.builder import BuildConfig, build_engine
     from abaw_rt.export.onnx_export import export_onnx
     from abaw_rt.model.config import TINY, preset
+    from abaw_rt.trt.profiles import ProfileSpec
 
     folder = tmp_path_factory.mktemp("gpu_trt")
     ckpt = load_checkpoint(init_checkpoint(folder / "demo.safetensors", preset("va", **TINY), seed=7, window=300))
@@ -106,12 +106,12 @@ def test_a_mismatched_sidecar_is_refused(built, tmp_path):
 
 
 def test_fp16_from_the_fp32_graph_per_version(built, trt, tmp_path):
-    from abaw_rt.build.engine import BuildConfig, build_engine
-    from abaw_rt.build.sidecar import read_sidecar
-    from abaw_rt.build.trt_compat import TrtVersion
+    from abaw_rt.engines.builder import BuildConfig, build_engine
     from abaw_rt.errors import AbawRtError
     from abaw_rt.runners.torch_runner import TorchRunner
     from abaw_rt.runners.trt_runner import TrtRunner
+    from abaw_rt.trt.compat import TrtVersion
+    from abaw_rt.trt.sidecar import read_sidecar
     from abaw_rt.verify import default_grid, run_verify
 
     ckpt, plans, folder = built

@@ -25,10 +25,10 @@ from tests.reliability import (  # noqa: E402
     assert_clean_failure,
     audio_only,
     files_under,
+    infer_kit,
     remux_faststart,
     snapshot,
     top_level_atoms,
-    infer_kit,
     zero_frame_video,
 )
 

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
-import abaw_rt.build.gpu as gpu  # noqa: E402
-from abaw_rt.build.gpu import GpuInfo  # noqa: E402
+import abaw_rt.cuda.gpu as gpu  # noqa: E402
 from abaw_rt.checkpoint import CheckpointHeader, default_normalization, load_checkpoint, save_checkpoint  # noqa: E402
 from abaw_rt.cli import app  # noqa: E402
+from abaw_rt.cuda.gpu import GpuInfo  # noqa: E402
 from tests.reliability import assert_clean_failure, files_under, snapshot  # noqa: E402
 from tests.test_trt_sidecar import make_engine  # noqa: E402
 

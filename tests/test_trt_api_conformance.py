@@ -6,7 +6,7 @@ No TensorRT runs here: the bindings wheels (``tensorrt-cu12-bindings==10.13.3.9`
 the tail of a longer one: ``SOFTMAX`` lives inside ``RAGGED_SOFTMAX``, ``Logger`` inside ``ILogger``,
 ``float16`` inside ``bfloat16``, so a name counts as present when some string ends with it); their ``__init__.py``
 adds Python-level names (``__version__``, ``nptype``). The names our code uses are collected from its
-AST under the conventions of ``abaw_rt.build.trt_compat``.
+AST under the conventions of ``abaw_rt.trt.compat``.
 
 Wheels are cached in ``~/.cache/abaw-rt/trt-bindings`` (``ABAW_RT_TRT_BINDINGS_CACHE`` overrides) and
 downloaded with ``pip download --no-deps`` when missing. Without network the tests skip, unless
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from abaw_rt.build.trt_compat import BINDINGS_WHEELS, SUPPORTED_MAJORS, TRT_MODULES, VERSION_GATED
+from abaw_rt.trt.compat import BINDINGS_WHEELS, SUPPORTED_MAJORS, TRT_MODULES, VERSION_GATED
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("ABAW_RT_TRT_BINDINGS_CACHE", "~/.cache/abaw-rt/trt-bindings")).expanduser()

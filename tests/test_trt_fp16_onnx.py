@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from abaw_rt.build.onnx_precision import check_fp16_graph, precision_placement
 from abaw_rt.errors import AbawRtError
+from abaw_rt.graphs.precision import check_fp16_graph, precision_placement
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxscript")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import abaw_rt.build.gpu as gpu
-from abaw_rt.build.engine import BuildConfig, build_engine
-from abaw_rt.build.gpu import GpuInfo
+import abaw_rt.cuda.gpu as gpu
 from abaw_rt.cli import app
+from abaw_rt.cuda.gpu import GpuInfo
+from abaw_rt.engines.builder import BuildConfig, build_engine
 from abaw_rt.errors import AbawRtError
 from abaw_rt.runners import make_runner
 from abaw_rt.runners.trt_runner import TrtRunner

@@ -9,8 +9,14 @@ import json
 
 import pytest
 
-from abaw_rt.build.engine import BuildConfig, plan_build
-from abaw_rt.build.profiles import (
+from abaw_rt.checkpoint import CheckpointHeader
+from abaw_rt.engines.builder import BuildConfig, plan_build
+from abaw_rt.engines.recipes import Recipe, available_recipes, load_recipe
+from abaw_rt.errors import AbawRtError
+from abaw_rt.graphs.metadata import info_from_props, metadata_props
+from abaw_rt.model.config import PRESET_FEATURES, TINY, preset
+from abaw_rt.trt.compat import TrtVersion, check_supported
+from abaw_rt.trt.profiles import (
     AxisRange,
     ProfileSpec,
     default_profiles,
@@ -18,12 +24,6 @@ from abaw_rt.build.profiles import (
     select_profile,
     validate_profiles,
 )
-from abaw_rt.build.recipes import Recipe, available_recipes, load_recipe
-from abaw_rt.build.trt_compat import TrtVersion, check_supported
-from abaw_rt.checkpoint import CheckpointHeader
-from abaw_rt.errors import AbawRtError
-from abaw_rt.export.metadata import info_from_props, metadata_props
-from abaw_rt.model.config import PRESET_FEATURES, TINY, preset
 
 TRT10 = TrtVersion.parse("10.13.3.9")
 TRT11 = TrtVersion.parse("11.4.0.106")

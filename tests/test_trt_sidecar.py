@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from abaw_rt.build.profiles import ProfileSpec, default_profiles
-from abaw_rt.build.sidecar import (
+from abaw_rt.checkpoint import CheckpointHeader
+from abaw_rt.errors import AbawRtError
+from abaw_rt.graphs.metadata import metadata_props
+from abaw_rt.model.config import TINY, preset
+from abaw_rt.trt.profiles import ProfileSpec, default_profiles
+from abaw_rt.trt.sidecar import (
     EngineSidecar,
     RuntimeInfo,
     check_sidecar,
@@ -23,10 +27,6 @@ from abaw_rt.build.sidecar import (
     sidecar_path_for,
     write_sidecar,
 )
-from abaw_rt.checkpoint import CheckpointHeader
-from abaw_rt.errors import AbawRtError
-from abaw_rt.export.metadata import metadata_props
-from abaw_rt.model.config import TINY, preset
 
 H100 = RuntimeInfo("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0")
 

@@ -64,7 +64,7 @@ class RunnerFactory:
         return OrtRunner(self._onnx_for(precision), provider=provider, threads=self.threads)
 
     def _onnx_for(self, precision: str) -> Path:
-        from abaw_rt.export.metadata import read_onnx_info
+        from abaw_rt.graphs.metadata import read_onnx_info
 
         if self.kind == "onnx":
             info = read_onnx_info(self.source)

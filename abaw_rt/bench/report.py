@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from abaw_rt.bench.sweep import Cell
-from abaw_rt.checkpoint import atomic_write_bytes
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import atomic_write_bytes
 
 SCHEMA = "abaw-rt-bench/1"
 TIMING_NOTE = (

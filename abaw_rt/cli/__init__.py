@@ -186,9 +186,11 @@ def run() -> None:
 
 
 # Verbs register themselves on ``app`` when their module is imported (one module per group of verbs).
-from abaw_rt.cli import model_cmds  # noqa: E402,F401
-from abaw_rt.cli import engine_cmds  # noqa: E402,F401
-from abaw_rt.cli import infer_cmds  # noqa: E402,F401
-from abaw_rt.cli import bench_cmds  # noqa: E402,F401
-from abaw_rt.cli import train_cmds  # noqa: E402,F401
-from abaw_rt.cli import defaults_cmds  # noqa: E402,F401
+from abaw_rt.cli import (
+    bench_cmds,  # noqa: E402,F401
+    defaults_cmds,  # noqa: E402,F401
+    engine_cmds,  # noqa: E402,F401
+    infer_cmds,  # noqa: E402,F401
+    model_cmds,  # noqa: E402,F401
+    train_cmds,  # noqa: E402,F401
+)

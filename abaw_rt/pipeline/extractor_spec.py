@@ -7,13 +7,13 @@ default). The README shows a complete example for the paper's extractors.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import tomllib
 
 from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import MODALITIES, ModelConfig

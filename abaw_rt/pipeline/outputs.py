@@ -21,8 +21,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from abaw_rt.checkpoint import atomic_write_bytes
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import atomic_write_bytes
 from abaw_rt.model.config import HEAD_LABELS
 
 ABAW_TASK = {"va": "VA", "expr": "EXPR", "au": "AU"}  # file suffix per head: <video>.VA.txt

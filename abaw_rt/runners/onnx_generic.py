@@ -61,7 +61,7 @@ class OnnxModelRunner(Runner):
         self.what = what
         if not self.path.is_file():
             raise AbawRtError(f"{what} '{self.path}': no such file")
-        from abaw_rt.export.safety import check_external_data
+        from abaw_rt.graphs.safety import check_external_data
 
         check_external_data(self.path)  # weights outside its folder (../../): refused (older onnxruntime loaded them)
         if provider not in PROVIDERS:

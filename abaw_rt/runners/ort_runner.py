@@ -43,8 +43,8 @@ class OrtRunner(Runner):
         threads: int | None = None,
     ):
         super().__init__()
-        from abaw_rt.export.metadata import read_onnx_info
-        from abaw_rt.export.safety import check_external_data
+        from abaw_rt.graphs.metadata import read_onnx_info
+        from abaw_rt.graphs.safety import check_external_data
 
         self.path = Path(path)
         self.info = read_onnx_info(self.path)
@@ -135,7 +135,7 @@ def gpu_provider_options(
         return {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0"}
     if provider != "tensorrt":
         raise AbawRtError(f"provider {provider!r}: GPU options exist for 'cuda' and 'tensorrt'")
-    from abaw_rt.build.profiles import default_profiles
+    from abaw_rt.trt.profiles import default_profiles
 
     profiles = tuple(profiles or default_profiles(info.header.window))
     fp16_flag = bool(fp16) and info.precision == "fp32"

@@ -21,14 +21,14 @@ from typing import Mapping
 
 import numpy as np
 
-from abaw_rt.build.gpu import device_index
-from abaw_rt.build.profiles import fits_any, select_profile
-from abaw_rt.build.sidecar import RuntimeInfo, check_sidecar, read_sidecar
-from abaw_rt.build.trt_compat import import_tensorrt, make_logger
+from abaw_rt.cuda.gpu import device_index
 from abaw_rt.errors import AbawRtError, require_module
 from abaw_rt.runners.base import Runner
 from abaw_rt.runners.buckets import ShapeBuckets, pad_feeds, unpad_outputs
 from abaw_rt.specs import BATCH, TIME
+from abaw_rt.trt.compat import import_tensorrt, make_logger
+from abaw_rt.trt.profiles import fits_any, select_profile
+from abaw_rt.trt.sidecar import RuntimeInfo, check_sidecar, read_sidecar
 
 
 class TrtRunner(Runner):

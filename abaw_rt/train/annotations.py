@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from abaw_rt.checkpoint import atomic_write_bytes
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import atomic_write_bytes
 from abaw_rt.model.config import HEAD_LABELS
 
 # The ABAW5 annotation folder of each task ("6th ABAW Annotations/<folder>/{Train_Set,Validation_Set}").

@@ -14,12 +14,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from abaw_rt.checkpoint import atomic_write_bytes
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import atomic_write_bytes, write_rows_csv
 from abaw_rt.train.annotations import base_video
 from abaw_rt.train.config import TrainConfig
 from abaw_rt.train.dataset import VideoSample
-from abaw_rt.train.loop import Reporter, TrainData, TrainResult, load_data, train, write_rows_csv
+from abaw_rt.train.loop import Reporter, TrainData, TrainResult, load_data, train
 
 SUMMARY_JSON = "crossval.json"
 SUMMARY_CSV = "crossval.csv"

@@ -12,9 +12,7 @@ of the step, so a resumed run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -28,18 +26,19 @@ import numpy as np
 import torch
 
 from abaw_rt import __version__
-from abaw_rt.checkpoint import CheckpointHeader, atomic_write_bytes, save_checkpoint
+from abaw_rt.checkpoint import CheckpointHeader, save_checkpoint
 from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.io import atomic_write_bytes, write_rows_csv
 from abaw_rt.model.config import HEAD_LABELS, ModelConfig
 from abaw_rt.model.fusion import FusionModel
+from abaw_rt.pipeline.segments import plan_segments
+from abaw_rt.pipeline.stitch import Merge, Stitcher, to_probabilities
 from abaw_rt.store import FeatureStore
 from abaw_rt.train import metrics as M
 from abaw_rt.train.annotations import INVALID
 from abaw_rt.train.config import Device, OptimSection, TrainConfig
 from abaw_rt.train.dataset import VideoSample, common_fps, data_fingerprint, load_split, normalization_stats
 from abaw_rt.train.losses import task_loss
-from abaw_rt.pipeline.segments import plan_segments
-from abaw_rt.pipeline.stitch import Merge, Stitcher, to_probabilities
 from abaw_rt.train.windows import training_windows
 
 BEST = "best.safetensors"
@@ -265,18 +264,6 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 # -- outputs ----------------------------------------------------------------------------------------------
-def write_rows_csv(path: Path, rows: Sequence[dict]) -> None:
-    """Rows as CSV, atomically; the columns are the union of the rows' keys in first-seen order."""
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def _write_metrics(out_dir: Path, history: Sequence[EpochRecord]) -> None:
     rows = [r.row() for r in history]
     atomic_write_bytes(out_dir / METRICS_JSON, json.dumps(rows, indent=1).encode())

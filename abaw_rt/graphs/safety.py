@@ -1,4 +1,4 @@
-"""Artefact layer: refuse hostile ONNX files before any runtime opens them (torch-free)."""
+"""Graph layer: refuse hostile ONNX files before any runtime opens them (torch-free)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Build layer: which TensorRT versions abaw-rt supports, and the API names used by one version only.
+"""TensorRT runtime layer: which TensorRT versions abaw-rt supports, and the API names used by one version only.
 
 Conventions the API-conformance test (tests/test_trt_api_conformance.py) relies on:
 
@@ -29,8 +29,8 @@ BINDINGS_WHEELS = {
 
 # Modules allowed to use ``tensorrt`` (paths relative to the repository root).
 TRT_MODULES = (
-    "abaw_rt/build/trt_compat.py",
-    "abaw_rt/build/engine.py",
+    "abaw_rt/trt/compat.py",
+    "abaw_rt/engines/builder.py",
     "abaw_rt/runners/trt_runner.py",
 )
 
@@ -88,7 +88,7 @@ def import_tensorrt(device: int = 0):
         AbawRtError: no CUDA device (checked first, before TensorRT is touched), ``tensorrt`` not
             installed (names the ``[trt]`` extra), or an unsupported version.
     """
-    from abaw_rt.build.gpu import require_gpu
+    from abaw_rt.cuda.gpu import require_gpu
 
     gpu = require_gpu(device)
     trt = require_module("tensorrt", "trt")

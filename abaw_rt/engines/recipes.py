@@ -1,4 +1,4 @@
-"""Build layer: engine recipes, small JSON files in ``engines/recipes/`` naming a target GPU's profiles and limits.
+"""Engine build layer: engine recipes, small JSON files in ``engines/recipes/`` naming a target GPU's profiles and limits.
 
 A recipe says, for one class of GPU, which optimisation profiles to build (batch and time ranges),
 how much builder workspace to allow and which builder optimisation level to use. ``abaw-rt build
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from abaw_rt.build.profiles import ProfileSpec
 from abaw_rt.errors import AbawRtError
+from abaw_rt.trt.profiles import ProfileSpec
 
 RECIPE_FORMAT = "abaw-rt-engine-recipe"
 RECIPES_DIR = Path("engines") / "recipes"

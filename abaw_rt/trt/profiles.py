@@ -1,4 +1,4 @@
-"""Build layer: TensorRT optimisation profiles, derived from the model's TensorSpecs (torch- and TensorRT-free).
+"""TensorRT runtime layer: TensorRT optimisation profiles, derived from the model's TensorSpecs (torch- and TensorRT-free).
 
 A profile gives a min/opt/max range for each symbolic axis ("batch", "time"); the shapes of every
 input follow from its ``TensorSpec`` (``("batch", "time", 2304)`` -> ``(1, 1, 2304)`` ...

@@ -1,4 +1,4 @@
-"""Build layer: find CUDA devices through the driver library (ctypes), without torch or TensorRT.
+"""CUDA layer: find CUDA devices through the driver library (ctypes), without torch or TensorRT.
 
 TensorRT objects must never be created on a machine without a CUDA device (the lean runtime
 segfaults there), so every TensorRT code path asks this module first. It only reads the

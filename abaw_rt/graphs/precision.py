@@ -1,4 +1,4 @@
-"""Build layer: where an ONNX graph computes in FP16 and where in FP32 (onnx only; no torch, no TensorRT).
+"""Graph layer: where an ONNX graph computes in FP16 and where in FP32 (onnx only; no torch, no TensorRT).
 
 A strongly typed TensorRT build (always on TensorRT 11) takes every tensor's type from the graph,
 so the FP16 graph itself must keep the numerically fragile ops in FP32: LayerNorm (variance of

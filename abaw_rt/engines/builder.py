@@ -1,4 +1,4 @@
-"""Build layer: ONNX graph -> serialized TensorRT engine (plain plan bytes) plus its JSON sidecar.
+"""Engine build layer: ONNX graph -> serialized TensorRT engine (plain plan bytes) plus its JSON sidecar.
 
 Precision (see ``plan_build``): TensorRT 11 builds strongly typed networks only, so an FP16 engine
 comes from the FP16 ONNX graph (``abaw-rt export -p fp16``: FP16 math, LayerNorm/softmax in FP32
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abaw_rt import __version__
-from abaw_rt.build.profiles import ProfileSpec, default_profiles, validate_profiles
-from abaw_rt.build.recipes import Recipe
-from abaw_rt.build.trt_compat import TrtVersion, import_tensorrt, make_logger
+from abaw_rt.engines.recipes import Recipe
 from abaw_rt.errors import AbawRtError
+from abaw_rt.trt.compat import TrtVersion, import_tensorrt, make_logger
+from abaw_rt.trt.profiles import ProfileSpec, default_profiles, validate_profiles
 
 ENGINES_DIR = Path("engines")
 DEFAULT_TIMING_CACHE = ENGINES_DIR / "timing.cache"
@@ -103,10 +103,10 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
         AbawRtError: no CUDA device, no TensorRT, an unsupported version, a graph TensorRT cannot
             parse, profiles that do not cover 1..w, or a failed build. Nothing is left behind on failure.
     """
-    from abaw_rt.build.sidecar import EngineSidecar, write_sidecar
-    from abaw_rt.checkpoint import atomic_write_bytes, file_sha256
-    from abaw_rt.export.metadata import read_onnx_info
-    from abaw_rt.export.safety import check_external_data
+    from abaw_rt.graphs.metadata import read_onnx_info
+    from abaw_rt.graphs.safety import check_external_data
+    from abaw_rt.io import atomic_write_bytes, bytes_sha256, file_sha256
+    from abaw_rt.trt.sidecar import EngineSidecar, write_sidecar
 
     onnx = Path(onnx)
     info = read_onnx_info(onnx)
@@ -118,7 +118,7 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
     trt, version, gpu = import_tensorrt(cfg.device)  # checks for a CUDA device before touching TensorRT
     plan = plan_build(info.precision, precision, version)
     if plan.strongly_typed and precision == "fp16":
-        from abaw_rt.build.onnx_precision import check_fp16_graph
+        from abaw_rt.graphs.precision import check_fp16_graph
 
         check_fp16_graph(onnx)
     out = Path(cfg.out) if cfg.out is not None else default_engine_path(onnx, gpu.slug)
@@ -174,7 +174,7 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
 
     import onnx as onnx_lib
 
-    from abaw_rt.export.metadata import PREFIX
+    from abaw_rt.graphs.metadata import PREFIX
 
     props = {p.key: p.value for p in onnx_lib.load(str(onnx), load_external_data=False).metadata_props}
     sidecar = EngineSidecar(
@@ -187,7 +187,7 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
         onnx_path=str(onnx.resolve()),
         onnx_sha256=file_sha256(onnx),
         checkpoint_sha256=info.checkpoint_sha256,
-        plan_sha256=_sha256(data),
+        plan_sha256=bytes_sha256(data),
         package_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         onnx_metadata={k: v for k, v in props.items() if k.startswith(PREFIX)},
@@ -209,12 +209,6 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
         out.unlink(missing_ok=True)
         raise
     return out
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _network_flags_trt10(trt, strongly_typed: bool) -> int:

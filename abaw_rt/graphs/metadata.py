@@ -1,4 +1,4 @@
-"""Artefact layer: the self-description an exported ONNX graph carries in its metadata_props (torch-free)."""
+"""Graph layer: the self-description an exported ONNX graph carries in its metadata_props (torch-free)."""
 
 from __future__ import annotations
 

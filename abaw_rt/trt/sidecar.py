@@ -1,4 +1,4 @@
-"""Build layer: the JSON sidecar beside each engine plan, and the refusal of an engine that does not fit.
+"""TensorRT runtime layer: the JSON sidecar beside each engine plan, and the refusal of an engine that does not fit.
 
 An engine is the plain plan bytes (loadable by trtexec and other tools) plus ``<plan stem>.json``:
 TensorRT version, GPU name and compute capability, precision, profiles and their shapes, ONNX and
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from abaw_rt.build.profiles import ProfileSpec
-from abaw_rt.build.trt_compat import TrtVersion
-from abaw_rt.checkpoint import atomic_write_bytes, file_sha256
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import atomic_write_bytes, file_sha256
+from abaw_rt.trt.compat import TrtVersion
+from abaw_rt.trt.profiles import ProfileSpec
 
 SIDECAR_FORMAT = "abaw-rt-engine"
 SIDECAR_VERSION = 1
@@ -60,7 +60,7 @@ class EngineSidecar:
 
     def onnx_info(self, source: str = "engine"):
         """The model interface (header, input and output specs) recorded from the ONNX metadata."""
-        from abaw_rt.export.metadata import info_from_props
+        from abaw_rt.graphs.metadata import info_from_props
 
         return info_from_props(self.onnx_metadata, source)
 

@@ -1,0 +1,1 @@
+"""CUDA layer: GPU discovery through the driver (ctypes), without torch or TensorRT."""

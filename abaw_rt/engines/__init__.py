@@ -1,0 +1,1 @@
+"""Engine build layer: ONNX -> TensorRT engine plan + sidecar (build steps, recipes). Imports no framework."""
