@@ -13,7 +13,6 @@ import re
 import signal
 import sys
 import threading
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -101,35 +100,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-
-
-class Backend(str, Enum):
-    """Runner backends (abaw_rt.runners.RUNNERS)."""
-
-    ort = "ort"
-    torch = "torch"
-    trt = "trt"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Preset(str, Enum):
-    va = "va"
-    va_arcface = "va_arcface"
-    expr = "expr"
-    au = "au"
-
-
-class Size(str, Enum):
-    paper = "paper"  # the authors' widths (about 42 M parameters for va)
-    tiny = "tiny"  # a small width for tests, CI and smoke runs
 
 
 def user_errors(fn):

@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Backend, Device, Precision, app, err, out, user_errors
+from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cuda.gpu import resolve_device
+from abaw_rt.vocab import Backend, Device, Precision
 from abaw_rt.errors import AbawRtError
 
 
@@ -121,7 +123,7 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
     from abaw_rt.io import atomic_write_bytes
     from abaw_rt.machine import machine_info
 
-    _check_source(source, device.value)  # a broken artefact fails every cell: refuse it before anything is written
+    _check_source(source, resolve_device(device.value))  # a broken artefact fails every cell: refuse it before anything is written
     cfg = SweepConfig(
         backends=tuple(b.value for b in backend) if backend else SweepConfig.backends,
         precisions=tuple(p.value for p in precision) if precision else SweepConfig.precisions,
@@ -133,7 +135,7 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
         min_seconds=min_seconds,
         max_seconds=max_seconds,
         threads=threads,
-        device=device.value,
+        device=resolve_device(device.value),
     )
     import tempfile
 
@@ -209,12 +211,12 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
         source if kind == "onnx" else None,
         backend[0].value if backend else None,
         precision[0].value if precision else None,
-        device.value,
+        resolve_device(device.value),
         threads,
         engine=source if kind == "engine" else None,
     )
     config = PipelineConfig(
-        detect_every=detect_every, decode_threads=decode_threads, infer_threads=threads, device=device.value, plot=False
+        detect_every=detect_every, decode_threads=decode_threads, infer_threads=threads, device=resolve_device(device.value), plot=False
     )
     pipeline = Pipeline(spec, config, fusion, det)
     (src,) = collect_sources([video], config.face)
@@ -232,7 +234,7 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
         [],
         extra={"pipeline": result},
     )
-    stem = name or f"bench_video_{device.value}_{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = name or f"bench_video_{resolve_device(device.value)}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = save_report(report, out_dir / f"{stem}.json")
     if as_json:
         import json

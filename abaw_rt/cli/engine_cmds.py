@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Precision, app, err, out, user_errors
+from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.vocab import Precision
 from abaw_rt.errors import AbawRtError
 
 

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Backend, Device, Precision, app, err, out, user_errors
+from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cuda.gpu import resolve_device
+from abaw_rt.vocab import Backend, Device, FaceChoice, Merge, Precision, Task
 from abaw_rt.errors import AbawRtError
 
-
-class FaceOption(str, Enum):
-    largest = "largest"
-    left = "left"
-    right = "right"
-
-
-class TaskOption(str, Enum):
-    va = "va"
-    expr = "expr"
-    au = "au"
-
-
-class MergeOption(str, Enum):
-    centre = "centre"
-    uniform = "uniform"
-    none = "none"
 
 
 Inputs = Annotated[
@@ -52,7 +36,7 @@ DetectEveryOpt = Annotated[
     int, typer.Option("--detect-every", min=1, help="Run the detector on every N-th frame; interpolate between.")
 ]
 FaceOpt = Annotated[
-    FaceOption, typer.Option("--face", help="Which face when several: largest, or left/right for two-person videos.")
+    FaceChoice, typer.Option("--face", help="Which face when several: largest, or left/right for two-person videos.")
 ]
 DecodeThreadsOpt = Annotated[
     int, typer.Option("--decode-threads", min=0, help="Video decoder threads (0: FFmpeg's choice).")
@@ -153,8 +137,8 @@ def infer(
         Optional[int], typer.Option("--stride", min=1, help="Segment stride s (default: the model's).")
     ] = None,
     merge: Annotated[
-        MergeOption, typer.Option("--merge", help="Combine overlapping windows: centre-weighted, uniform, or none.")
-    ] = MergeOption.centre,
+        Merge, typer.Option("--merge", help="Combine overlapping windows: centre-weighted, uniform, or none.")
+    ] = Merge.centre,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Segments per fusion call.")] = 8,
     out_dir: Annotated[
         Path, typer.Option("--out", file_okay=False, help="Output folder (one subfolder per video).")
@@ -162,12 +146,12 @@ def infer(
     extractors: ExtractorsOpt = None,
     detector: DetectorOpt = None,
     detect_every: DetectEveryOpt = 5,
-    face: FaceOpt = FaceOption.largest,
+    face: FaceOpt = FaceChoice.largest,
     decode_threads: DecodeThreadsOpt = 1,
     threads: ThreadsOpt = None,
     plot: Annotated[bool, typer.Option(help="Write plot.png (valence/arousal and expressions over time).")] = True,
     tasks: Annotated[
-        Optional[list[TaskOption]],
+        Optional[list[Task]],
         typer.Option("--task", help="Only these tasks (repeatable; default: every head of the model)."),
     ] = None,
     as_json: JsonOpt = False,
@@ -180,10 +164,8 @@ def infer(
     Writes <out>/<video>/: <video>.VA.txt / .EXPR.txt / .AU.txt (ABAW format), predictions.csv,
     report.json (per-stage latency) and plot.png.
     """
-    from abaw_rt.pipeline.faces import FaceChoice
     from abaw_rt.pipeline.outputs import check_out_dir, write_outputs
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
-    from abaw_rt.pipeline.stitch import Merge
 
     spec = spec_or_default(extractors)
     det = detector_or_default(detector, spec)
@@ -197,20 +179,20 @@ def infer(
         model,
         backend.value if backend else None,
         precision.value if precision else None,
-        device.value,
+        resolve_device(device.value),
         threads,
         engine=engine,
     )
     config = PipelineConfig(
         window=window,
         stride=stride,
-        merge=Merge(merge.value),
+        merge=merge,
         segment_batch=batch,
         detect_every=detect_every,
-        face=FaceChoice(face.value),
+        face=face,
         decode_threads=decode_threads,
         infer_threads=threads,
-        device=device.value,
+        device=resolve_device(device.value),
         plot=plot,
     )
     heads = fusion.header.config.heads
@@ -253,7 +235,7 @@ def extract(
     extractors: ExtractorsOpt = None,
     detector: DetectorOpt = None,
     detect_every: DetectEveryOpt = 5,
-    face: FaceOpt = FaceOption.largest,
+    face: FaceOpt = FaceChoice.largest,
     decode_threads: DecodeThreadsOpt = 1,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.cpu,
@@ -264,7 +246,6 @@ def extract(
     Image folders (Aff-Wild2 cropped_aligned/<video>/00001.jpg) skip detection: their images are the
     aligned faces, and missing frame numbers are frames without a face.
     """
-    from abaw_rt.pipeline.faces import FaceChoice
     from abaw_rt.pipeline.outputs import check_out_dir
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
     from abaw_rt.store import FeatureStore
@@ -273,10 +254,10 @@ def extract(
     det = detector_or_default(detector, spec)
     config = PipelineConfig(
         detect_every=detect_every,
-        face=FaceChoice(face.value),
+        face=face,
         decode_threads=decode_threads,
         infer_threads=threads,
-        device=device.value,
+        device=resolve_device(device.value),
     )
     sources = collect_sources(inputs, config.face)
     pipeline = Pipeline(spec, config, None, det)

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Precision, Preset, Size, app, err, out, user_errors
+from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.vocab import ModelSize as Size
+from abaw_rt.vocab import Precision, Preset
 from abaw_rt.cli.engine_cmds import ProfileOpt, RecipeOpt, Target, build_config, print_engines
 from abaw_rt.errors import AbawRtError
 

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import Size, app, err, out, user_errors
-from abaw_rt.train.config import Device
+from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.vocab import Device
+from abaw_rt.vocab import ModelSize as Size
 
 RecipeOpt = Annotated[
     Path,

@@ -92,3 +92,12 @@ def device_index(device: str | int) -> int:
     if not m:
         raise AbawRtError(f"device {device!r}: expected 'cuda' or 'cuda:N'")
     return int(m.group(1) or 0)
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when the driver sees a CUDA device, else "cpu"; "cpu" and "cuda" pass through."""
+    if device == "auto":
+        return "cuda" if cuda_devices() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise AbawRtError(f"device {device!r}: expected auto, cpu or cuda")
+    return device

@@ -8,12 +8,12 @@ letterboxed into the detector's input size (top-left anchored), so coordinates m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Iterator
 
 import numpy as np
 
 from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.vocab import FaceChoice
 from abaw_rt.pipeline.decode import DecodedFrame
 from abaw_rt.pipeline.extractor_spec import CropMode, DetectorSpec, ImageInput
 
@@ -25,11 +25,6 @@ ARCFACE_TEMPLATE = np.array(
 )
 TRACK_IOU = 0.3  # a detection continues the track when it overlaps the last tracked face this much
 
-
-class FaceChoice(str, Enum):
-    largest = "largest"  # the biggest box (default)
-    left = "left"  # the leftmost face (Aff-Wild2 "_left" labels of two-person videos)
-    right = "right"  # the rightmost face ("_right" labels)
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,15 @@ probabilities, AU sigmoid probabilities (PAPER.md, "Segments": average before ar
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Mapping
 
 import numpy as np
 
 from abaw_rt.errors import AbawRtError
+from abaw_rt.vocab import Merge
 
 AU_THRESHOLD = 0.5  # PAPER.md, "Tasks": AU sigmoid >= 0.5
 
-
-class Merge(str, Enum):
-    centre = "centre"  # weighted average, weight highest at a window's centre (ours, PAPER.md "Segments")
-    uniform = "uniform"  # plain average over every window covering the frame (sucv/ABAW3)
-    none = "none"  # no averaging: each frame from the one window where it sits most centrally
 
 
 def centre_weights(length: int) -> np.ndarray:

@@ -14,24 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import TINY, FeatureGroup, ModelConfig
-from abaw_rt.pipeline.stitch import Merge
+from abaw_rt.vocab import Device, Merge, ModelSize, Task
 
-
-class Task(str, Enum):
-    va = "va"  # valence/arousal regression, loss 1 - CCC
-    expr = "expr"  # 8-class expression, cross-entropy
-    au = "au"  # 12 action units, BCE with logits
-
-
-class ModelSize(str, Enum):
-    paper = "paper"  # the authors' widths (ModelConfig defaults)
-    tiny = "tiny"  # abaw_rt.model.config.TINY: tests, CI and CPU demos
-
-
-class Device(str, Enum):
-    auto = "auto"  # CUDA when torch sees one, else CPU
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Export layer: PyTorch checkpoint -> ONNX graph with dynamic batch and time (needs torch)."""

@@ -1,0 +1,64 @@
+"""Vocabulary layer: every choice a user names (backend, device, precision, task, size, ...), declared once.
+
+Light on purpose (only ``enum``): the CLI imports it at ``--help`` time, and every layer takes its choices
+from here, so a value is spelled in one place and an unknown one is refused with the valid list.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Backend(str, Enum):
+    """Runner backends (``abaw_rt.runners.RUNNERS``)."""
+
+    ort = "ort"  # onnxruntime: CPU, or its CUDA / TensorRT providers
+    torch = "torch"  # the PyTorch reference (checkpoints only)
+    trt = "trt"  # a TensorRT engine plan
+
+
+class Device(str, Enum):
+    auto = "auto"  # CUDA when one is found, else CPU (training's default)
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"  # normalisation, LayerNorm and softmax stay FP32 in the graph
+
+
+class Task(str, Enum):
+    """A model head and the task it serves (the same name for both)."""
+
+    va = "va"  # valence/arousal regression, loss 1 - CCC
+    expr = "expr"  # 8-class expression, cross-entropy
+    au = "au"  # 12 action units, BCE with logits
+
+
+class Preset(str, Enum):
+    """The paper's feature sets (``abaw_rt.model.config.PRESETS``)."""
+
+    va = "va"
+    va_arcface = "va_arcface"
+    expr = "expr"
+    au = "au"
+
+
+class ModelSize(str, Enum):
+    paper = "paper"  # the authors' widths (about 42 M parameters for va)
+    tiny = "tiny"  # a small width for tests, CI and smoke runs
+
+
+class Merge(str, Enum):
+    """How overlapping windows are stitched into one per-frame track."""
+
+    centre = "centre"  # weighted average, weight highest at a window's centre
+    uniform = "uniform"  # plain average over every window covering the frame (sucv/ABAW3)
+    none = "none"  # no averaging: each frame from the one window where it sits most centrally
+
+
+class FaceChoice(str, Enum):
+    largest = "largest"  # the biggest box (default)
+    left = "left"  # the leftmost face (Aff-Wild2 "_left" labels of two-person videos)
+    right = "right"  # the rightmost face ("_right" labels)
