@@ -8,21 +8,27 @@ normalisation mean/std, label names, window, stride, fps and provenance.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from abaw_rt import __version__
+from abaw_rt import __version__, safe_json
 from abaw_rt.errors import AbawRtError, require_module
-from abaw_rt.io import atomic_write_bytes, bytes_sha256
+from abaw_rt.io import atomic_write_bytes
 from abaw_rt.model.config import HEAD_LABELS, ModelConfig
 
 FORMAT = "abaw-rt-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "abaw_rt"
 IN_GRAPH = "in-graph"  # header value where an exported graph applies the normalisation itself
+MAX_HEADER_BYTES = 16 << 20  # safetensors header (JSON); ours are a few hundred kB even at the paper's widths
+MAX_TENSORS = 10_000  # tensor entries in one file (the paper's model has about 150)
+MAX_DATA_BYTES = 4 << 30  # tensor data in one file (the paper's model is 168 MB as float32)
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+          "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,6 @@ class Checkpoint:
     sha256: str | None = None
 
 
-
-
 def save_checkpoint(path: Path, header: CheckpointHeader, tensors: Mapping[str, np.ndarray]) -> Path:
     """Write a checkpoint atomically. Tensors are stored as float32 (or their integer dtype)."""
     st = require_module("safetensors.numpy", "torch")
@@ -139,36 +143,121 @@ def save_checkpoint(path: Path, header: CheckpointHeader, tensors: Mapping[str, 
     return atomic_write_bytes(path, st.save(arrays, metadata=meta))
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint: header and float32 numpy tensors. Never unpickles.
+def read_safetensors(path: Path, what: str) -> tuple[dict[str, str], dict[str, tuple], int]:
+    """A safetensors file's metadata and tensor index, read from its header alone (never the tensors).
+
+    Returns ``(metadata, {name: (dtype, shape, begin, end)}, data_start)``; offsets are relative to
+    ``data_start``. The header length, its JSON (size, depth, entries), every entry and the data section's
+    size are checked against the file's size and this module's bounds first.
 
     Raises:
-        AbawRtError: missing, unreadable, corrupt or not an abaw-rt checkpoint.
+        AbawRtError: not a readable safetensors file (with the reason), or over a bound.
     """
+    bad = f"{what}: not a readable safetensors file"
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise AbawRtError(f"{bad} ({size} bytes, shorter than its 8-byte header length)")
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER_BYTES or n > size - 8:
+            raise AbawRtError(
+                f"{bad} (its header claims {n} bytes; the file has {size - 8} after the length and at most "
+                f"{MAX_HEADER_BYTES} are read)"
+            )
+        raw = f.read(n)
+    limits = safe_json.JsonLimits(max_bytes=MAX_HEADER_BYTES, max_depth=8, max_entries=16 * MAX_TENSORS)
+    try:
+        index = safe_json.loads(raw, f"{bad}: header", limits)
+    except AbawRtError as exc:
+        raise AbawRtError(str(exc)) from None
+    if not isinstance(index, dict):
+        raise AbawRtError(f"{bad} (its header is not a JSON object)")
+    meta = index.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise AbawRtError(f"{bad} (its __metadata__ is not a table of strings)")
+    if len(index) > MAX_TENSORS:
+        raise AbawRtError(f"{what}: {len(index)} tensors in its header, expected at most {MAX_TENSORS}")
+    entries = {name: _entry(name, e, bad) for name, e in index.items()}
+    end = 0
+    for name, (_, _, begin, stop) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != end:
+            raise AbawRtError(f"{bad} (tensor '{name}' starts at byte {begin} of the data, expected {end})")
+        end = stop
+    if end > MAX_DATA_BYTES:
+        raise AbawRtError(f"{what}: {end} bytes of tensor data, expected at most {MAX_DATA_BYTES}")
+    if 8 + n + end != size:
+        raise AbawRtError(f"{bad} (its header describes {8 + n + end} bytes, the file has {size})")
+    return meta, entries, 8 + n
+
+
+def _entry(name: str, e, bad: str) -> tuple:
+    if not isinstance(e, dict) or e.get("dtype") not in DTYPES:
+        raise AbawRtError(f"{bad} (tensor '{name}': no dtype of {sorted(DTYPES)})")
+    shape, offsets = e.get("shape"), e.get("data_offsets")
+    ints = lambda xs, k: isinstance(xs, list) and len(xs) in k and all(type(x) is int and x >= 0 for x in xs)  # noqa: E731
+    if not ints(shape, range(9)) or not ints(offsets, (2,)) or offsets[0] > offsets[1]:
+        raise AbawRtError(f"{bad} (tensor '{name}': shape {shape!r}, data_offsets {offsets!r})")
+    dtype = np.dtype(DTYPES[e["dtype"]])
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize != offsets[1] - offsets[0]:
+        raise AbawRtError(f"{bad} (tensor '{name}': shape {shape} does not fill its {offsets[1] - offsets[0]} bytes)")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def map_tensors(path: Path, entries: Mapping[str, tuple], data_start: int) -> dict[str, np.ndarray]:
+    """The tensors of ``read_safetensors`` as copy-on-write memory maps (pages are read when used)."""
+    size = os.path.getsize(path)
+    whole = np.memmap(path, dtype=np.uint8, mode="c") if size else np.zeros(0, np.uint8)
+    out = {}
+    for name, (dtype, shape, begin, end) in entries.items():
+        raw = whole[data_start + begin : data_start + end]
+        if (data_start + begin) % dtype.itemsize:  # unaligned: a copy (torch wants aligned memory)
+            raw = np.array(raw)
+        out[name] = raw.view(dtype).reshape(shape)
+    return out
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint: header and float32 numpy tensors (memory-mapped, copy-on-write). Never unpickles.
+
+    The safetensors header is read and bounded first (``read_safetensors``), and the weights are checked
+    against the model config's size before any tensor byte is read: a 40 GB file is refused in
+    milliseconds. Weights that are not all finite (NaN, inf) are refused too.
+
+    Raises:
+        AbawRtError: missing, unreadable, corrupt, oversized, non-finite or not an abaw-rt checkpoint.
+    """
+    from abaw_rt.io import file_sha256, missing_reason
+    from abaw_rt.model.config import parameter_count
+
     path = Path(path)
     if not path.is_file():
-        raise AbawRtError(f"checkpoint '{path}': no such file")
-    safetensors = require_module("safetensors", "torch")
-    st = require_module("safetensors.numpy", "torch")
-    data = path.read_bytes()
-    try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-        tensors = st.load(data)
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise AbawRtError(f"checkpoint '{path}': not a readable safetensors file ({exc})") from None
+        raise AbawRtError(f"checkpoint '{path}': {missing_reason(path, 'file')}")
+    what = f"checkpoint '{path}'"
+    meta, entries, data_start = read_safetensors(path, what)
     if METADATA_KEY not in meta:
-        raise AbawRtError(
-            f"checkpoint '{path}': safetensors file has no '{METADATA_KEY}' header; not an abaw-rt checkpoint"
-        )
-    try:
-        header_dict = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise AbawRtError(f"checkpoint '{path}': header is not valid JSON ({exc})") from None
-    header = CheckpointHeader.from_dict(header_dict, source=f"checkpoint '{path}'")
+        raise AbawRtError(f"{what}: safetensors file has no '{METADATA_KEY}' header; not an abaw-rt checkpoint")
+    header_dict = safe_json.loads(meta[METADATA_KEY], f"{what}: header")
+    if not isinstance(header_dict, dict):
+        raise AbawRtError(f"{what}: header is a JSON {type(header_dict).__name__}, expected an object")
+    header = CheckpointHeader.from_dict(header_dict, source=what)
     if header.normalization is None:
-        raise AbawRtError(f"checkpoint '{path}': header has no normalisation statistics (mean/std per modality)")
-    return Checkpoint(header=header, tensors=tensors, path=path, sha256=bytes_sha256(data))
+        raise AbawRtError(f"{what}: header has no normalisation statistics (mean/std per modality)")
+    expected = parameter_count(header.config)
+    stored = sum(int(np.prod(e[1], dtype=np.int64)) for e in entries.values())
+    if stored > 2 * expected + 65536:
+        raise AbawRtError(
+            f"{what}: holds {stored} weights, but its model config has {expected} parameters "
+            "(weights do not match its model config)"
+        )
+    tensors = map_tensors(path, entries, data_start)
+    for name, arr in tensors.items():
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise AbawRtError(
+                f"{what}: tensor '{name}' holds {bad} non-finite value(s) (NaN or inf); the weights are broken"
+            )
+    return Checkpoint(header=header, tensors=tensors, path=path, sha256=file_sha256(path))
 
 
 def init_checkpoint(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import os
@@ -22,6 +23,22 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def missing_reason(path: Path, kind: str = "file or folder") -> str:
+    """Why ``path`` cannot be opened, for an error message: a symlink loop, a dangling symlink, or not there."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop (links that point at each other), not a " + kind
+        if os.path.islink(path):
+            return f"is a symlink to '{os.readlink(path)}', which does not exist"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"cannot be read ({exc.strerror})"
+        return f"no such {kind}"
+    return f"not a {kind}" if kind != "file or folder" else "neither a file nor a folder"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

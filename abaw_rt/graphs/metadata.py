@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from abaw_rt import safe_json
 from abaw_rt.checkpoint import CheckpointHeader
 from abaw_rt.errors import AbawRtError
-from abaw_rt.specs import TensorSpec, specs_from_json, specs_to_json
+from abaw_rt.specs import TensorSpec, specs_to_json
 
 PREFIX = "abaw_rt."
 
@@ -59,12 +60,15 @@ def info_from_props(props: Mapping[str, str], source: str) -> OnnxInfo:
             f"ONNX '{source}': metadata lacks {', '.join(PREFIX + k for k in missing)}; "
             "export it with 'abaw-rt export' so it describes itself"
         )
+    what = f"ONNX '{source}': metadata"
+    head, ins, outs = (safe_json.loads(props[PREFIX + k], f"{what} {PREFIX + k}") for k in ("header", "inputs", "outputs"))
     try:
-        head = json.loads(props[PREFIX + "header"])
+        if not isinstance(head, dict):
+            raise TypeError(f"{PREFIX}header is a JSON {type(head).__name__}, expected an object")
         header = CheckpointHeader.from_dict(head, source=f"ONNX '{source}'")
-        inputs = specs_from_json(props[PREFIX + "inputs"])
-        outputs = specs_from_json(props[PREFIX + "outputs"])
-    except (ValueError, KeyError, TypeError) as exc:
+        inputs = tuple(TensorSpec.from_dict(d) for d in ins)
+        outputs = tuple(TensorSpec.from_dict(d) for d in outs)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AbawRtError(f"ONNX '{source}': unreadable abaw_rt metadata ({exc})") from None
     return OnnxInfo(
         header=header,

@@ -22,11 +22,8 @@ def external_data_files(path: Path) -> list[Path]:
     except Exception as exc:
         raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
     folder = path.parent.resolve()
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
     files: list[Path] = []
-    for tensor in tensors:
+    for tensor in _graph_tensors(model.graph, *model.functions):
         if not uses_external_data(tensor):
             continue
         location = ExternalDataInfo(tensor).location
@@ -41,6 +38,26 @@ def external_data_files(path: Path) -> list[Path]:
         if target not in files:
             files.append(target)
     return files
+
+
+def _graph_tensors(*graphs) -> list:
+    """Every tensor the graphs (and local functions) hold: initializers (sparse ones too) and tensor attributes,
+    in each graph and in every subgraph (If branches, Loop and Scan bodies, nested to any depth), without recursion."""
+    tensors, todo = [], list(graphs)
+    while todo:
+        g = todo.pop()
+        tensors.extend(getattr(g, "initializer", ()))
+        for sp in getattr(g, "sparse_initializer", ()):
+            tensors.extend((sp.values, sp.indices))
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors.extend(a.tensors)
+                if a.HasField("g"):
+                    todo.append(a.g)
+                todo.extend(a.graphs)
+    return tensors
 
 
 def check_external_data(path: Path) -> None:

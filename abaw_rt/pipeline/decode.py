@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.io import missing_reason
 
 AUDIO_RATE = 16000  # Hz, mono (PAPER.md, "Pre-processing")
 TRUNCATED_BELOW = 0.9  # decoded frames covering less than this share of the declared duration: a broken file
@@ -69,7 +70,7 @@ def _open(path: Path):
     av = require_module("av", "video")
     path = Path(path)
     if not path.exists():
-        raise AbawRtError(f"video '{path}': no such file")
+        raise AbawRtError(f"video '{path}': {missing_reason(path, 'file')}")
     if path.is_dir():
         raise AbawRtError(f"video '{path}': is a folder, expected a video file")
     try:

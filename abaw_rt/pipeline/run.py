@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from abaw_rt.errors import AbawRtError
+from abaw_rt.io import missing_reason
 from abaw_rt.pipeline.extractor_spec import DetectorSpec, ExtractorSpec, PipelineSpec
 from abaw_rt.pipeline.faces import FaceChoice
 from abaw_rt.pipeline.names import output_name
@@ -101,7 +102,7 @@ def collect_sources(paths: Sequence[Path], face: FaceChoice = FaceChoice.largest
     out: list[Source] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise AbawRtError(f"input '{p}': no such file or folder")
+            raise AbawRtError(f"input '{p}': {missing_reason(p)}")
         if p.is_file():
             out.append(Source(p, "video", output_name(p.stem) + suffix))
             continue

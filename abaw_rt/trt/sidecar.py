@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from abaw_rt import safe_json
 from abaw_rt.errors import AbawRtError
 from abaw_rt.io import atomic_write_bytes, file_sha256
 from abaw_rt.trt.compat import TrtVersion
@@ -169,8 +170,10 @@ def read_sidecar(plan: Path) -> EngineSidecar:
             "(build it with: abaw-rt build ONNX --out PLAN)"
         )
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if path.stat().st_size > safe_json.DEFAULT.max_bytes:  # bounded before it is read (hostile sidecars)
+            raise AbawRtError(f"engine sidecar '{path}': not readable JSON ({path.stat().st_size} bytes)")
+        data = safe_json.loads(path.read_bytes(), f"engine sidecar '{path}'")
+    except OSError as exc:
         raise AbawRtError(f"engine sidecar '{path}': not readable JSON ({exc})") from None
     return EngineSidecar.from_dict(data, str(path))
 
