@@ -135,3 +135,89 @@ def infer_kit(folder: Path, window: int, stride: int) -> dict:
     vis_cfg = ModelConfig(features=(FeatureGroup("vis0", 8, "visual"),), heads=("expr",), **TINY)
     k["vis"] = init_checkpoint(folder / "vis.safetensors", vis_cfg, seed=2, window=window, stride=stride)
     return k
+
+
+def rgb_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as stored (RGB, no display matrix applied)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def write_frames(path: Path, frames: list[np.ndarray], fps: int = 25, rotation: int | None = None,
+                 hflip: bool = False, gop: int | None = None, crf: int = 12) -> Path:
+    """Encode RGB frames with libx264 (yuv420p), optionally with a display matrix (``rotation`` degrees
+    counter-clockwise, PyAV's sign, then ``hflip``) as phones write it, and a keyframe every ``gop`` frames."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        v.options = {"crf": str(crf), "preset": "ultrafast"}
+        if gop:
+            v.codec_context.gop_size = gop
+        if rotation is not None:
+            v.set_display_rotation(rotation, hflip=hflip)
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, fps)
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    return Path(path)
+
+
+def rotated_copy(src: Path, dst: Path, rotation: int) -> Path:
+    """``src`` stored as a phone stores portrait video: the pixels turned clockwise by ``rotation`` degrees and
+    a display matrix that turns them back (upright again for any player that honours it)."""
+    return write_frames(dst, [np.rot90(f, k=-(rotation // 90)) for f in rgb_frames(src)], rotation=rotation)
+
+
+def damaged_copy(src: Path, dst: Path, at: float = 0.5, size: int = 2000, seed: int = 0) -> Path:
+    """``src`` (an MP4 with its index at the end) with ``size`` random bytes written over its frame data at
+    ``at`` (0..1 of the 'mdat' box): the index is intact, some frames in the middle cannot be decoded."""
+    data = bytearray(Path(src).read_bytes())
+    atoms = top_level_atoms(src)
+    lo, hi = atoms["mdat"] + 16, atoms.get("moov", len(data))
+    if hi < lo:  # index up front: the frame data runs to the end of the file
+        hi = len(data)
+    pos = int(lo + (hi - lo) * at)
+    data[pos : pos + size] = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def multi_audio_video(path: Path, frames: int = 25, default: int = 1) -> Path:
+    """A Matroska file with a video track and three audio tracks: track 0 silent, 1 a loud tone, 2 a quiet
+    tone; ``default`` carries the 'default' disposition (the track players and FFmpeg pick)."""
+    import av
+
+    tones = {0: 0.0, 1: 0.5, 2: 0.05}
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        tracks = [c.add_stream("aac", rate=16000, layout="mono") for _ in tones]
+        for k, a in enumerate(tracks):
+            a.disposition = av.stream.Disposition.default if k == default else av.stream.Disposition(0)
+        t = np.arange(1024) / 16000
+        chunk = 0
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 25)
+            for p in v.encode(frame):
+                c.mux(p)
+            while chunk * 1024 / 16000 < (i + 1) / 25:  # audio interleaved with the video, track by track
+                for k, a in enumerate(tracks):
+                    wave = (tones[k] * np.sin(2 * np.pi * 440 * (t + chunk * 1024 / 16000))).astype(np.float32)
+                    f = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+                    f.sample_rate, f.pts, f.time_base = 16000, chunk * 1024, fractions.Fraction(1, 16000)
+                    for p in a.encode(f):
+                        c.mux(p)
+                chunk += 1
+        for s in (v, *tracks):
+            for p in s.encode():
+                c.mux(p)
+    return Path(path)

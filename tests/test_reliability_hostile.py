@@ -208,8 +208,6 @@ def test_a_symlink_loop_is_named_as_such(tmp_path, tiny_ckpt_path):
 
     with pytest.raises(AbawRtError, match="a.mp4.*symlink loop"):
         collect_sources([a])
-    res = cli.invoke(app, ["info", str(a)])
-    assert "symlink loop" in res.output or res.exit_code == 2
     c = tmp_path / "c.safetensors"
     os.symlink(c, c)
     with pytest.raises(AbawRtError, match="c.safetensors.*symlink loop"):

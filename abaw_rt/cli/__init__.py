@@ -64,6 +64,26 @@ def print_error(message: str) -> None:
     err.print(Text.assemble(("error:", "bold red"), " ", _one_line(message)), highlight=False, soft_wrap=True)
 
 
+def print_warning(message: str) -> None:
+    """``warning: <message>`` as one line on stderr (the run goes on)."""
+    from rich.text import Text
+
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", _one_line(message)), highlight=False, soft_wrap=True)
+
+
+def warn_lost_frames(report: dict) -> None:
+    """One stderr line when a damaged video lost frames (filled in and flagged, so that line i is frame i)."""
+    decode = report.get("decode", {})
+    lost = decode.get("lost_frames") or 0
+    if lost:
+        first = ", ".join(map(str, decode.get("lost_frame_numbers", [])[:10]))
+        print_warning(
+            f"video '{report.get('source')}': {lost} of {report.get('frames')} frames could not be decoded "
+            f"(frames {first}{', ...' if lost > 10 else ''}); they repeat the previous frame and are flagged "
+            "face_found = 0 in predictions.csv"
+        )
+
+
 class OneLineGroup(TyperGroup):
     """The app's click group: usage errors (an option out of range, a missing argument) as one line on stderr.
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cli import app, err, out, user_errors, warn_lost_frames
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, FaceChoice, Merge, Precision, Task
 from abaw_rt.errors import AbawRtError
@@ -80,6 +80,7 @@ def _progress():
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # no bar (and no stray newline) when stderr is a file or a pipe
     )
 
 
@@ -106,6 +107,7 @@ def _run_all(pipeline, sources, infos, work, as_json: bool) -> list[dict]:
 
             reports.append(work(s, cb, expected))
             bar.remove_task(task)
+            warn_lost_frames(reports[-1])
     return reports
 
 

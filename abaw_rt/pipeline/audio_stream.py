@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from abaw_rt.pipeline.decode import _GAP_S, AUDIO_RATE
+from abaw_rt.pipeline.audio_track import _GAP_S, AUDIO_RATE
 
 
 class _Cursor:

@@ -12,10 +12,7 @@ early and wrong container frame counts all come out right.
 
 from __future__ import annotations
 
-import queue
-import threading
-import time as _time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,10 +20,12 @@ import numpy as np
 
 from abaw_rt.errors import AbawRtError, require_module
 from abaw_rt.io import missing_reason
+from abaw_rt.pipeline.audio_track import _GAP_S, AUDIO_RATE, AudioTrack, _assemble, _Resampler  # noqa: F401
+from abaw_rt.pipeline.orientation import UPRIGHT, Orientation, orientation_of
+from abaw_rt.pipeline.prefetch import prefetch  # noqa: F401  (decode's public API since stage 1 began)
+from abaw_rt.pipeline.timeline import Clock, Timeline
 
-AUDIO_RATE = 16000  # Hz, mono (PAPER.md, "Pre-processing")
 TRUNCATED_BELOW = 0.9  # decoded frames covering less than this share of the declared duration: a broken file
-_GAP_S = 0.02  # audio chunks further than this from where the previous one ended are placed by timestamp
 
 
 @dataclass(frozen=True)
@@ -43,29 +42,6 @@ class VideoInfo:
     codec: str
 
 
-@dataclass(frozen=True)
-class AudioTrack:
-    """A mono waveform and the presentation time of its first sample."""
-
-    samples: np.ndarray  # float32 (N,) in [-1, 1]
-    start: float  # seconds, on the same clock as the video frames' timestamps
-    rate: int = AUDIO_RATE
-
-    @property
-    def end(self) -> float:
-        return self.start + len(self.samples) / self.rate
-
-    def on_timeline(self, origin: float, length: int) -> np.ndarray:
-        """``length`` samples starting at time ``origin``: the track where it has audio, silence elsewhere."""
-        out = np.zeros(length, dtype=np.float32)
-        offset = int(round((self.start - origin) * self.rate))
-        src_lo, dst_lo = max(0, -offset), max(0, offset)
-        n = min(len(self.samples) - src_lo, length - dst_lo)
-        if n > 0:
-            out[dst_lo : dst_lo + n] = self.samples[src_lo : src_lo + n]
-        return out
-
-
 def _open(path: Path):
     av = require_module("av", "video")
     path = Path(path)
@@ -80,13 +56,35 @@ def _open(path: Path):
 
 
 def _video_stream(container, path: Path):
-    """The first video stream, with its codec parameters (a damaged index can leave a stream without them)."""
+    """The best video stream (FFmpeg's choice: not a cover picture), with its codec parameters."""
     if not container.streams.video:
         raise AbawRtError(f"video '{path}': has no video stream (streams: {[s.type for s in container.streams]})")
-    v = container.streams.video[0]
+    v = container.streams.best("video") or container.streams.video[0]
     if v.codec_context is None:
         raise AbawRtError(f"video '{path}': its video stream has no codec parameters (damaged or truncated file)")
     return v
+
+
+def _audio_stream(container, video):
+    """The audio track FFmpeg would pick (``av_find_best_stream``: the default track first), or None."""
+    if not container.streams.audio:
+        return None
+    return container.streams.best("audio", related=video) or container.streams.audio[0]
+
+
+def audio_track_facts(container, astream) -> dict | None:
+    """Which audio track was taken, for the report."""
+    if astream is None:
+        return None
+    cc = astream.codec_context
+    return {
+        "track": list(container.streams.audio).index(astream),  # 0-based among the audio tracks
+        "of": len(container.streams.audio),
+        "stream": astream.index,  # the container's stream index
+        "language": (astream.metadata or {}).get("language") or astream.language,
+        "channels": getattr(cc, "channels", None),
+        "default": bool(int(astream.disposition) & 1),
+    }
 
 
 def _ffmpeg_reason(exc) -> str:
@@ -123,30 +121,35 @@ def probe(path: Path) -> VideoInfo:
 
 
 class DecodedFrame:
-    """One decoded frame: its index, presentation time and (on demand) RGB pixels at any size."""
+    """One decoded frame: its index, presentation time and (on demand) RGB pixels at any size, upright.
 
-    __slots__ = ("index", "time", "_frame", "_decoder", "_rgb")
+    ``lost``: the frame's packet could not be decoded; it stands in for it (the previous frame's pixels)
+    so that frame i stays frame i, and the pipeline treats it like a frame without a face.
+    """
 
-    def __init__(self, index: int, time: float, frame, decoder: "VideoDecoder"):
+    __slots__ = ("index", "time", "lost", "_frame", "_decoder", "_rgb")
+
+    def __init__(self, index: int, time: float, frame, decoder: "VideoDecoder", lost: bool = False):
         self.index = index  # 0-based position in presentation order
         self.time = time  # seconds
+        self.lost = lost
         self._frame = frame
         self._decoder = decoder
         self._rgb = None
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) of the decoded frame."""
-        return self._frame.width, self._frame.height
+        """(width, height) of the frame as displayed (after its display rotation)."""
+        return self._decoder.orientation.stored_size(self._frame.width, self._frame.height)
 
     def rgb(self) -> np.ndarray:
-        """Full-size RGB, (H, W, 3) uint8, C-contiguous (cached)."""
+        """Full-size RGB, (H, W, 3) uint8, C-contiguous, upright (cached)."""
         if self._rgb is None:
-            self._rgb = self._decoder._convert(self._frame, self._frame.width, self._frame.height)
+            self._rgb = self._decoder._convert(self._frame, *self.size)
         return self._rgb
 
     def rgb_at(self, width: int, height: int) -> np.ndarray:
-        """RGB scaled to (width, height), (height, width, 3) uint8, through the decoder's reformatter for that size."""
+        """Upright RGB scaled to (width, height), (height, width, 3) uint8, through one reformatter per size."""
         if (width, height) == self.size:
             return self.rgb()
         return self._decoder._convert(self._frame, width, height)
@@ -157,21 +160,28 @@ class DecodedFrame:
         self._rgb = None
 
 
+LOST_LISTED = 100  # lost frames listed by number in the report (all are counted)
+
+
 @dataclass
 class DecodeStats:
     """What decoding found, for the report (and the truncation check)."""
 
-    frames: int = 0
+    frames: int = 0  # frames handed out, lost ones (filled) included
     decode_errors: int = 0  # packets the decoder rejected (corrupt data); the frames after them still count
+    video_errors: int = 0  # of which video packets
+    lost: list[int] = field(default_factory=list)  # 0-based indices of frames filled in for undecodable ones
     first_time: float | None = None
     last_time: float | None = None
     audio_seconds: float = 0.0
     audio_stream: bool = False  # the container has an audio track
+    audio_track: dict | None = None  # which track was decoded (index, of, language, channels, default)
     declared_fps: float | None = None  # the container's average frame rate
     declared_duration: float | None = None  # seconds the video stream declares (None when it does not say)
     non_increasing: int = 0  # frames whose timestamp did not increase (nudged forward by 1 us)
-    source_size: tuple[int, int] | None = None  # (width, height) of the decoded frames
+    source_size: tuple[int, int] | None = None  # (width, height) of the decoded frames, as stored
     scaled_to: tuple[int, int] | None = None  # (width, height) they were scaled down to (longer side > max_side)
+    orientation: Orientation = UPRIGHT  # the display matrix, applied to every frame
 
     @property
     def covered_seconds(self) -> float:
@@ -181,9 +191,18 @@ class DecodeStats:
         step = 1.0 / self.declared_fps if self.declared_fps else 0.04
         return self.last_time - self.first_time + step
 
+    def facts(self) -> dict:
+        """The display rotation and the lost frames, for the report's ``decode`` section."""
+        return {
+            "rotation": self.orientation.rotation,
+            "orientation": self.orientation.op,
+            "lost_frames": len(self.lost),
+            "lost_frame_numbers": [i + 1 for i in self.lost[:LOST_LISTED]],  # 1-based, as in predictions.csv
+        }
+
 
 class VideoDecoder:
-    """Streams a video's frames; after the frames are exhausted, ``audio`` holds the resampled track.
+    """Streams a video's frames, upright; after the frames are exhausted, ``audio`` holds the resampled track.
 
     Args:
         path: the video file.
@@ -195,6 +214,11 @@ class VideoDecoder:
         audio_sink: callback(time, samples) receiving each resampled chunk as it is decoded (from the
             decoding thread), instead of keeping the whole track in ``audio`` (long videos: constant memory;
             ``abaw_rt.pipeline.audio_stream``).
+
+    The display matrix (phone video: rotation, mirroring) is applied to every frame as FFmpeg's command
+    line does. Frames are placed by their timestamps: once the video stream has had a decoding error,
+    a frame whose packet was sent but never came out is filled in (``DecodedFrame.lost``, the previous
+    frame's pixels), so that frame i stays frame i; ``stats.lost`` lists them.
     """
 
     def __init__(
@@ -215,22 +239,27 @@ class VideoDecoder:
         self.audio_sink = audio_sink
         self.audio: AudioTrack | None = None
         self.stats = DecodeStats()
+        self.orientation = UPRIGHT
         self._reformatters: dict[tuple[int, int], object] = {}  # one per target size
 
     def _convert(self, frame, width: int, height: int) -> np.ndarray:
+        """Upright RGB of (width, height) from a stored frame (scaled at its stored orientation, then turned)."""
         if frame is None:
             raise AbawRtError(f"video '{self.path}': frame pixels were released before use (pipeline bug)")
-        ref = self._reformatters.get((width, height))
+        w, h = self.orientation.stored_size(width, height)
+        ref = self._reformatters.get((w, h))
         if ref is None:
             from av.video.reformatter import VideoReformatter
 
-            ref = self._reformatters[(width, height)] = VideoReformatter()
-        return np.ascontiguousarray(ref.reformat(frame, width=width, height=height, format="rgb24").to_ndarray())
+            ref = self._reformatters[(w, h)] = VideoReformatter()
+        rgb = np.ascontiguousarray(ref.reformat(frame, width=w, height=h, format="rgb24").to_ndarray())
+        return self.orientation.apply(rgb)
 
     def _fit(self, frame):
         """The frame itself, or a copy scaled down (same pixel format) when its longer side exceeds max_side."""
         if self.stats.source_size is None:
             self.stats.source_size = (frame.width, frame.height)
+            self.orientation = self.stats.orientation = orientation_of(frame)
         if self.max_side is None or max(frame.width, frame.height) <= self.max_side:
             return frame
         scale = self.max_side / max(frame.width, frame.height)
@@ -243,55 +272,30 @@ class VideoDecoder:
         self.stats.scaled_to = (width, height)
         return self._downscaler.reformat(frame, width=width, height=height, interpolation="AREA")
 
+    def _open_streams(self, container):
+        """The video stream (threads set), the audio stream or None, and the declared facts in ``stats``."""
+        vstream = _video_stream(container, self.path)
+        if self.threads != 1:
+            vstream.thread_type = "AUTO"  # frame and slice threads
+        vstream.codec_context.thread_count = self.threads
+        astream = _audio_stream(container, vstream) if self.want_audio else None
+        self.stats.declared_fps = float(vstream.average_rate) if vstream.average_rate else None
+        self.stats.audio_stream = bool(container.streams.audio)
+        self.stats.audio_track = audio_track_facts(container, astream)
+        if vstream.duration is not None and vstream.time_base is not None:
+            self.stats.declared_duration = float(vstream.duration * vstream.time_base)
+        return vstream, astream
+
     def frames(self) -> Iterator[DecodedFrame]:
         """Yield frames in presentation order; raise AbawRtError when none at all can be decoded."""
         av = require_module("av", "video")
         container = _open(self.path)
         try:
-            vstream = _video_stream(container, self.path)
-            if self.threads != 1:
-                vstream.thread_type = "AUTO"  # frame and slice threads
-            vstream.codec_context.thread_count = self.threads
-            streams = [vstream]
-            astream = container.streams.audio[0] if (self.want_audio and container.streams.audio) else None
-            resampler = None
+            vstream, astream = self._open_streams(container)
             chunks: list[tuple[float | None, np.ndarray]] = []
             keep = self.audio_sink or (lambda t, x: chunks.append((t, x)))
-            if astream is not None:
-                streams.append(astream)
-                resampler = _Resampler(av, self.stats)
-            index = 0
-            last_time = None
-            self.stats.declared_fps = float(vstream.average_rate) if vstream.average_rate else None
-            self.stats.audio_stream = bool(container.streams.audio)
-            if vstream.duration is not None and vstream.time_base is not None:
-                self.stats.declared_duration = float(vstream.duration * vstream.time_base)
-            fallback_rate = self.stats.declared_fps or 25.0
-            for packet in container.demux(*streams):
-                try:
-                    decoded = packet.decode()
-                except av.error.FFmpegError:
-                    self.stats.decode_errors += 1
-                    continue
-                if packet.stream is astream:
-                    for af in decoded:
-                        for out in resampler.resample(af):
-                            keep(out.time, out.to_ndarray().reshape(-1))
-                    continue
-                for vf in decoded:
-                    t = vf.time
-                    if t is None:  # no timestamp: continue the clock at the declared rate
-                        t = 0.0 if last_time is None else last_time + 1.0 / fallback_rate
-                    if last_time is not None and t <= last_time:
-                        self.stats.non_increasing += 1
-                        t = last_time + 1e-6
-                    last_time = t
-                    if self.stats.first_time is None:
-                        self.stats.first_time = t
-                    self.stats.last_time = t
-                    self.stats.frames = index + 1
-                    yield DecodedFrame(index, t, self._fit(vf), self)
-                    index += 1
+            resampler = _Resampler(av, self.stats) if astream is not None else None
+            yield from self._video_frames(av, container, vstream, astream, resampler, keep)
             if resampler is not None:
                 for out in resampler.flush():
                     keep(out.time, out.to_ndarray().reshape(-1))
@@ -302,6 +306,40 @@ class VideoDecoder:
             raise AbawRtError(f"video '{self.path}': decoding failed ({_ffmpeg_reason(exc)})") from None
         finally:
             container.close()
+        self._check_coverage()
+
+    def _video_frames(self, av, container, vstream, astream, resampler, keep) -> Iterator[DecodedFrame]:
+        timeline = Timeline()
+        clock = Clock(self.stats, vstream.time_base, self.stats.declared_fps or 25.0)
+        previous = None  # the last frame handed out (its pixels stand in for lost frames)
+        for packet in container.demux(*([vstream] + ([astream] if astream is not None else []))):
+            if packet.stream is vstream:
+                timeline.sent(packet)
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError:
+                self.stats.decode_errors += 1
+                self.stats.video_errors += packet.stream is vstream
+                continue
+            if packet.stream is not vstream:
+                for af in decoded:
+                    for out in resampler.resample(af):
+                        keep(out.time, out.to_ndarray().reshape(-1))
+                continue
+            for vf in decoded:
+                for pts in timeline.passed(vf.pts, clock.last_pts) if self.stats.video_errors and vf.pts is not None else ():
+                    yield self._lost(clock, pts, previous)
+                previous = self._fit(vf)
+                yield DecodedFrame(clock.place(vf.pts, vf.time), clock.last, previous, self)
+        for pts in timeline.passed(None, clock.last_pts) if self.stats.video_errors and previous is not None else ():
+            yield self._lost(clock, pts, previous)
+
+    def _lost(self, clock: Clock, pts: int, previous) -> DecodedFrame:
+        index = clock.place(pts, float(pts * clock.time_base) if clock.time_base else None)
+        self.stats.lost.append(index)
+        return DecodedFrame(index, clock.last, previous, self, lost=True)
+
+    def _check_coverage(self) -> None:
         if self.stats.frames == 0:
             errs = f" ({self.stats.decode_errors} packets rejected)" if self.stats.decode_errors else ""
             raise AbawRtError(f"video '{self.path}': no decodable video frames{errs}")
@@ -312,118 +350,3 @@ class VideoDecoder:
                 f"video '{self.path}': decoded {self.stats.frames} frames covering {covered:.2f} s of the "
                 f"{declared:.2f} s its container declares (truncated or corrupt file)"
             )
-
-
-class _Resampler:
-    """``av.AudioResampler`` to mono 16 kHz float that survives a track changing its format, layout or rate
-    mid-stream (a damaged or spliced file): the old resampler is flushed and a new one takes over."""
-
-    def __init__(self, av, stats: DecodeStats):
-        self._av = av
-        self._stats = stats
-        self._r = self._new()
-
-    def _new(self):
-        return self._av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-
-    def resample(self, frame) -> list:
-        try:
-            return list(self._r.resample(frame))
-        except ValueError:  # "Frame does not match AudioResampler setup"
-            done = self.flush()
-            self._r = self._new()
-            try:
-                return done + list(self._r.resample(frame))
-            except (ValueError, self._av.error.FFmpegError):
-                self._stats.decode_errors += 1  # an audio frame nothing can convert: dropped (silence there)
-                return done
-
-    def flush(self) -> list:
-        try:
-            return list(self._r.resample(None))
-        except (ValueError, self._av.error.FFmpegError):
-            return []
-
-
-def _assemble(chunks: list[tuple[float | None, np.ndarray]]) -> AudioTrack | None:
-    """Join resampled chunks: contiguous where they follow on, placed by timestamp across real gaps."""
-    chunks = [(t, x) for t, x in chunks if len(x)]
-    if not chunks:
-        return None
-    start = chunks[0][0] if chunks[0][0] is not None else 0.0
-    pieces: list[tuple[int, np.ndarray]] = []
-    pos = 0
-    for t, x in chunks:
-        if t is not None:
-            at = int(round((t - start) * AUDIO_RATE))
-            if abs(at - pos) > _GAP_S * AUDIO_RATE:
-                pos = max(at, 0)
-        pieces.append((pos, x))
-        pos += len(x)
-    total = max(p + len(x) for p, x in pieces)
-    samples = np.zeros(total, dtype=np.float32)
-    for p, x in pieces:
-        samples[p : p + len(x)] = x
-    return AudioTrack(samples=samples, start=float(start))
-
-
-def prefetch(
-    frames: Iterator[DecodedFrame],
-    depth: int = 8,
-    convert: bool = True,
-    on_frame: Callable[[float], None] | None = None,
-) -> Iterator[DecodedFrame]:
-    """Decode in a background thread up to ``depth`` frames ahead; yield the frames in order.
-
-    Args:
-        frames: ``VideoDecoder.frames()``.
-        depth: frames decoded ahead (memory: ``depth`` full-size frames).
-        convert: also make each frame's full-size RGB in the thread.
-        on_frame: callback(seconds) with the decoder thread's time for each frame (decode and convert).
-
-    Errors raised while decoding (e.g. AbawRtError for a broken file) are raised here, in order.
-    Closing the generator early stops the thread and closes the file.
-    """
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    end = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            start = _time.perf_counter()
-            for f in frames:
-                if convert:
-                    f.rgb()
-                if not put((f, _time.perf_counter() - start)):
-                    return
-                start = _time.perf_counter()
-            put((end, 0.0))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((exc, 0.0))
-        finally:
-            frames.close()
-
-    thread = threading.Thread(target=work, name="abaw-rt-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, seconds = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if on_frame:
-                on_frame(seconds)
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=10)

@@ -384,6 +384,7 @@ class Pipeline:
 
         def settle(done):
             for frame, face in done:
+                face = None if frame.lost else face  # a frame that failed to decode: flagged like a missing face
                 found.append(face is not None)
                 if face is not None:
                     self._crop_frame(frame, face, visual, batcher, times)
@@ -451,6 +452,7 @@ class Pipeline:
                 "declared_fps": decoder.stats.declared_fps,
                 "size": list(decoder.stats.source_size or ()),
                 "scaled_to": list(decoder.stats.scaled_to) if decoder.stats.scaled_to else None,
+                **decoder.stats.facts(),  # display rotation, lost (filled) frames
             },
             "faces": {
                 "used": bool(visual),
@@ -463,6 +465,7 @@ class Pipeline:
             "audio": {
                 "used": bool(audio),
                 "track": track is not None,
+                "stream": decoder.stats.audio_track,  # which of several tracks (FFmpeg's default choice)
                 "seconds": round(stream.seconds if stream is not None else decoder.stats.audio_seconds, 3),
                 "start_s": round(track.start, 4) if track is not None else None,
                 "frame_coverage": round(audio_coverage(track, ft), 4) if audio else None,
