@@ -228,3 +228,48 @@ def test_real_full_disk_infer_and_export(kit, tiny_tmpfs, tmp_path):
     res = cli.invoke(app, ["init-checkpoint", str(tiny_tmpfs / "big.safetensors"), "--size", "tiny"])
     assert_clean_failure(res, "No space left on device")
     assert files_under(tiny_tmpfs) == []
+
+
+# -- Ctrl-C before a verb starts and after it ends -------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+DURING_IMPORTS = """
+import builtins, os, signal
+real_import = builtins.__import__
+def import_and_interrupt(name, *args, **kwargs):
+    if name == "rich.console":  # one of the CLI's start-up imports
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = import_and_interrupt
+from abaw_rt.cli import run
+run()
+"""
+AT_SHUTDOWN = """
+import os, signal, threading, time
+def interrupt_at_shutdown():  # a thread the interpreter joins at exit: Ctrl-C arrives while it waits
+    while threading.main_thread().is_alive():
+        time.sleep(0.002)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)
+threading.Thread(target=interrupt_at_shutdown).start()
+from abaw_rt.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize("script", [DURING_IMPORTS, AT_SHUTDOWN], ids=["during imports", "at shutdown"])
+def test_ctrl_c_before_a_verb_or_after_it_is_one_line_and_exit_130(script):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr == "interrupted\n", res.stderr
+
+
+def test_the_console_script_keeps_its_exit_code_and_output():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "from abaw_rt.cli import run; run()"
+    res = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, env=env)
+    assert (res.returncode, res.stdout.strip(), res.stderr) == (0, "abaw-rt 0.1.0", "")
+    res = subprocess.run([sys.executable, "-c", code, "infer", "/no/such.mp4"], capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 2 and res.stderr.startswith("error: input '/no/such.mp4'") and res.stdout == ""

@@ -6,21 +6,66 @@ Heavy frameworks (torch, onnxruntime, av) are imported inside the verbs that use
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import functools
-import re
+import atexit
+import os
 import signal
 import sys
-import threading
-from typing import Annotated
 
-import typer
-from rich.console import Console
-from typer.core import TyperGroup
 
-from abaw_rt import __version__
-from abaw_rt.errors import AbawRtError
+def _interrupted_now(signum, frame) -> None:
+    """Ctrl-C while nothing can clean up (start-up imports, interpreter shutdown): one line, exit 128 + signal."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or reentrant stream: the line below still goes out
+            pass
+    os.write(2, b"interrupted\n")
+    os._exit(128 + signum)
+
+
+def _install_startup_guard():
+    """Until the verbs are imported, Ctrl-C is one line (not a traceback from inside an import)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is (
+        signal.default_int_handler
+    ):
+        signal.signal(signal.SIGINT, _interrupted_now)
+        return signal.default_int_handler
+    return None
+
+
+_startup_handler = _install_startup_guard()
+_exit_status: int | None = None  # set by run() (the console script) when the verb has finished
+
+
+@atexit.register  # registered first, so it runs last: after every other atexit callback
+def _finish() -> None:
+    """The console script's last step: flush and leave, skipping the interpreter's teardown (where Ctrl-C
+    can no longer be handled and would end the process by the signal, with no message)."""
+    if _exit_status is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(_exit_status)
+
+
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import functools  # noqa: E402
+import re  # noqa: E402
+import threading  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from abaw_rt import __version__  # noqa: E402
+from abaw_rt.errors import AbawRtError  # noqa: E402
 
 
 class Terminated(KeyboardInterrupt):
@@ -171,8 +216,23 @@ def main(
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Ctrl-C before a verb starts, or once it has finished (interpreter
+    shutdown), is one line and exit 130, like Ctrl-C inside a verb."""
+    global _exit_status
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+        err.print("interrupted", highlight=False)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupted_now)  # shutdown: thread joins, atexit callbacks
+    _exit_status = code
+    sys.exit(code)
 
 
 # Verbs register themselves on ``app`` when their module is imported (one module per group of verbs).
@@ -184,3 +244,6 @@ from abaw_rt.cli import (
     model_cmds,  # noqa: E402,F401
     train_cmds,  # noqa: E402,F401
 )
+
+if _startup_handler is not None:  # the verbs are in: Ctrl-C raises KeyboardInterrupt again (handled per verb)
+    signal.signal(signal.SIGINT, _startup_handler)
