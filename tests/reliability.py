@@ -221,3 +221,36 @@ def multi_audio_video(path: Path, frames: int = 25, default: int = 1) -> Path:
             for p in s.encode():
                 c.mux(p)
     return Path(path)
+
+
+def with_rotation(src: Path, dst: Path, rotation: int, hflip: bool = False) -> Path:
+    """The same packets (audio too) remuxed with a display matrix on the video stream: what a phone writes,
+    without re-encoding (the stored pixels are those of ``src``)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        streams = {}
+        for s in i.streams:
+            streams[s.index] = o.add_stream_from_template(s)
+            if s.type == "video":
+                streams[s.index].set_display_rotation(rotation, hflip=hflip)
+        for packet in i.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            o.mux(packet)
+    return Path(dst)
+
+
+def set_mp4_matrix(data: bytes, matrix) -> bytes:
+    """An MP4 whose first track header ('tkhd', the video track here) carries ``matrix`` (9 int32) as its
+    display matrix; other containers come back unchanged."""
+    import struct
+
+    pos = data.find(b"tkhd")
+    if pos < 4:
+        return data
+    start = pos - 4 + (60 if data[pos + 4] == 1 else 48)  # box start + header and the version 1 / 0 fields
+    if start + 36 > len(data):
+        return data
+    return data[:start] + struct.pack(">9i", *matrix) + data[start + 36 :]

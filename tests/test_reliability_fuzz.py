@@ -1,8 +1,9 @@
 """Fuzzing the decode and infer path: mutated copies of small generated videos through `abaw-rt infer`.
 
-Hypothesis draws a seed video (MP4 with its index at the end, MP4 with its index up front, Matroska) and
-one to four mutations (byte flips, overwrites, zeroed / deleted / duplicated ranges, inserted bytes,
-truncation); each mutated file goes through a worker process (tests/fuzz_worker.py) with a per-file time
+Hypothesis draws a seed video (MP4 with its index at the end, MP4 with its index up front, Matroska), a
+display-rotation flag on it (none, 90, 180, 270 degrees, or mirrored, as phones write them) and one to
+four mutations (byte flips, overwrites, zeroed / deleted / duplicated ranges, inserted bytes, truncation,
+garbage written over frame data mid-stream, an arbitrary display matrix in the MP4 track header); each mutated file goes through a worker process (tests/fuzz_worker.py) with a per-file time
 limit. Every file must give complete outputs or one clean error line: zero tracebacks, zero hangs, zero
 crashes, nothing left behind on failure.
 
@@ -22,6 +23,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("av", reason="the video pipeline needs PyAV: pip install 'abaw-rt[video]'")
@@ -34,12 +36,13 @@ from hypothesis import strategies as st  # noqa: E402
 from abaw_rt.model.config import TINY, ModelConfig  # noqa: E402
 from abaw_rt.pipeline import synthetic as syn  # noqa: E402
 from tests.fuzz_worker import FuzzWorker  # noqa: E402
-from tests.reliability import remux_faststart  # noqa: E402
+from tests.reliability import remux_faststart, set_mp4_matrix, with_rotation  # noqa: E402
 
 CASES = int(os.environ.get("ABAW_RT_FUZZ_CASES", "20"))
 SEED = os.environ.get("ABAW_RT_FUZZ_SEED")
 TIMEOUT = float(os.environ.get("ABAW_RT_FUZZ_TIMEOUT", "60"))
 SEEDS = ("index_at_end.mp4", "faststart.mp4", "clip.mkv")
+ROTATIONS = (None, (90, False), (180, False), (270, False), (0, True), (90, True))  # (degrees, mirrored)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,14 @@ def fuzz(tmp_path_factory):
     keep = Path(os.environ.get("ABAW_RT_FUZZ_KEEP", d / "failures"))
     keep.mkdir(parents=True, exist_ok=True)
     worker = FuzzWorker(kit["spec"], kit["detector"], ckpt, log=d / "worker.log")
-    state = FuzzState(d, {name: (seeds / name).read_bytes() for name in SEEDS}, worker, keep)
+    variants = {}
+    for name in SEEDS:
+        for rot in ROTATIONS:
+            path = seeds / name
+            if rot is not None:
+                path = with_rotation(path, seeds / f"rot{rot[0]}{'m' if rot[1] else ''}_{name}", *rot)
+            variants[(name, rot)] = path.read_bytes()
+    state = FuzzState(d, variants, worker, keep)
     yield state
     worker.close()
     print(f"\nfuzz: {dict(state.verdicts)} over {state.count} files, worker restarts {worker.restarts}")
@@ -88,6 +98,14 @@ mutation = st.one_of(
     st.tuples(st.just("duplicate"), where, span),
     st.tuples(st.just("insert"), where, st.binary(min_size=1, max_size=64)),
     st.tuples(st.just("truncate"), position),
+    # mid-stream damage: up to 8 kB of garbage over the frame data, the container's index left intact
+    st.tuples(st.just("garbage"), st.floats(min_value=0.2, max_value=0.8), st.integers(16, 8192),
+              st.integers(0, 2**32 - 1)),
+    # any display matrix (rotations, mirrors, shears, zero, huge values) in the MP4 video track header
+    st.tuples(st.just("matrix"), st.just(0), st.one_of(
+        st.sampled_from([(0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30), (-65536, 0, 0, 0, -65536, 0, 0, 0, 1 << 30),
+                         (0,) * 9, (46341, 46341, 0, -46341, 46341, 0, 0, 0, 1 << 30)]),
+        st.tuples(*[st.integers(-(2**31), 2**31 - 1)] * 9))),
 )
 
 
@@ -111,6 +129,11 @@ def mutate(data: bytes, mutations) -> bytes:
             buf[pos:pos] = m[2]
         elif kind == "truncate":
             del buf[pos:]
+        elif kind == "garbage":
+            noise = np.random.default_rng(m[3]).integers(0, 256, m[2], dtype=np.uint8).tobytes()
+            buf[pos : pos + m[2]] = noise[: len(buf[pos : pos + m[2]])]
+        elif kind == "matrix":
+            buf = bytearray(set_mp4_matrix(bytes(buf), m[2]))
     return bytes(buf)
 
 
@@ -127,11 +150,12 @@ def _settings(fn):
 
 
 @_settings
-@given(seed=st.sampled_from(SEEDS), mutations=st.lists(mutation, min_size=1, max_size=4))
-def test_mutated_videos_give_outputs_or_one_clean_error(fuzz, seed, mutations):
+@given(seed=st.sampled_from(SEEDS), rotation=st.sampled_from(ROTATIONS),
+       mutations=st.lists(mutation, min_size=1, max_size=4))
+def test_mutated_videos_give_outputs_or_one_clean_error(fuzz, seed, rotation, mutations):
     fuzz.count += 1
     k = fuzz.count
-    data = mutate(fuzz.seeds[seed], mutations)
+    data = mutate(fuzz.seeds[(seed, rotation)], mutations)
     name = f"case{k:04d}"
     video = fuzz.dir / f"{name}{Path(seed).suffix}"
     video.write_bytes(data)
@@ -142,9 +166,10 @@ def test_mutated_videos_give_outputs_or_one_clean_error(fuzz, seed, mutations):
         if verdict["status"] not in ("ok", "error"):
             kept = fuzz.keep / video.name
             shutil.copy(video, kept)
-            (kept.with_suffix(".json")).write_text(json.dumps({"seed": seed, "mutations": repr(mutations),
+            (kept.with_suffix(".json")).write_text(json.dumps({"seed": seed, "rotation": rotation, "mutations": repr(mutations),
                                                                 "verdict": verdict}, indent=1))
             pytest.fail(f"{verdict['status']}: {verdict.get('why', '')} (input kept at {kept}; seed {seed}, "
+                        f"rotation {rotation}, "
                         f"mutations {mutations!r})\n{verdict.get('detail', '')}")
     finally:
         video.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ same choice from the same matrix, as a numpy operation on the decoded RGB frame.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,12 @@ def orientation_of(frame) -> Orientation:
             raw = bytes(sd)
             if len(raw) >= 36:
                 matrix = np.frombuffer(raw[:36], dtype=np.int32)
-    if matrix is None:
+    if matrix is None or not matrix[[0, 1, 3, 4]].any():  # none, or degenerate (all zero: a damaged file)
         return UPRIGHT
-    theta = -round(float(frame.rotation))  # FFmpeg's get_rotation(): clockwise degrees
+    angle = float(frame.rotation)
+    if not math.isfinite(angle):  # a degenerate matrix (all zero, hostile file): shown as stored
+        return UPRIGHT
+    theta = -round(angle)  # FFmpeg's get_rotation(): clockwise degrees
     theta -= 360 * int(np.floor(theta / 360 + 0.9 / 360))
     if abs(theta - 90) < 1:
         return Orientation(90, "cclock_flip" if matrix[3] > 0 else "clock")
