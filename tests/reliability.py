@@ -56,10 +56,18 @@ def top_level_atoms(path: Path) -> dict[str, int]:
 
 def remux_faststart(src: Path, dst: Path) -> Path:
     """The same streams with the MP4 index ('moov') moved to the front, as web-ready files have it."""
+    return remux(src, dst, options={"movflags": "faststart"})
+
+
+def remux(src: Path, dst: Path, options: dict | None = None, rotation: tuple[int, bool] | None = None) -> Path:
+    """The same packets in a new file (muxer ``options``; ``rotation``: (degrees, hflip) as a display matrix
+    on the video stream, as a phone writes it, without re-encoding)."""
     import av
 
-    with av.open(str(src)) as i, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
+    with av.open(str(src)) as i, av.open(str(dst), "w", options=options or {}) as o:
         streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for s in i.streams.video if rotation is not None else ():
+            streams[s.index].set_display_rotation(rotation[0], hflip=rotation[1])
         for packet in i.demux():
             if packet.dts is None:
                 continue
@@ -226,20 +234,7 @@ def multi_audio_video(path: Path, frames: int = 25, default: int = 1) -> Path:
 def with_rotation(src: Path, dst: Path, rotation: int, hflip: bool = False) -> Path:
     """The same packets (audio too) remuxed with a display matrix on the video stream: what a phone writes,
     without re-encoding (the stored pixels are those of ``src``)."""
-    import av
-
-    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
-        streams = {}
-        for s in i.streams:
-            streams[s.index] = o.add_stream_from_template(s)
-            if s.type == "video":
-                streams[s.index].set_display_rotation(rotation, hflip=hflip)
-        for packet in i.demux():
-            if packet.dts is None:
-                continue
-            packet.stream = streams[packet.stream.index]
-            o.mux(packet)
-    return Path(dst)
+    return remux(src, dst, rotation=(rotation, hflip))
 
 
 def set_mp4_matrix(data: bytes, matrix) -> bytes:

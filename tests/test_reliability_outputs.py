@@ -39,7 +39,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def leftover(folder: Path, name: str, age_s: float = 0.0) -> Path:
+def leftover(folder: Path, age_s: float = 0.0) -> Path:
     folder.mkdir()
     (folder / "predictions.csv").write_text("frame\n1\n")
     if age_s:
@@ -55,16 +55,16 @@ def test_staging_folders_of_killed_runs_are_removed(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         gone = [
-            leftover(out / f".clip.partial-{dead}@{host}-abcd1234", "clip"),  # SIGKILLed writer
-            leftover(out / f".clip.old-{dead}@{host}-0a1b2c3d", "clip"),  # killed between the two renames
-            leftover(out / ".clip.partial-zz12ab34", "clip", age_s=2 * 3600),  # an older abaw-rt's, 2 h old
-            leftover(out / f".clip.partial-1@elsewhere-qq11ww22", "clip", age_s=2 * 3600),  # another host's
+            leftover(out / f".clip.partial-{dead}@{host}-abcd1234"),  # SIGKILLed writer
+            leftover(out / f".clip.old-{dead}@{host}-0a1b2c3d"),  # killed between the two renames
+            leftover(out / ".clip.partial-zz12ab34", age_s=2 * 3600),  # an older abaw-rt's, 2 h old
+            leftover(out / ".clip.partial-1@elsewhere-qq11ww22", age_s=2 * 3600),  # another host's
         ]
         kept = [
-            leftover(out / f".clip.partial-{sleeper.pid}@{host}-live1234", "clip"),  # a writer still running
-            leftover(out / ".clip.partial-yy12ab34", "clip"),  # unknown owner, recent: maybe still writing
+            leftover(out / f".clip.partial-{sleeper.pid}@{host}-live1234"),  # a writer still running
+            leftover(out / ".clip.partial-yy12ab34"),  # unknown owner, recent: maybe still writing
         ]
-        other = leftover(out / f".other.partial-{dead}@{host}-abcd5678", "other")
+        other = leftover(out / f".other.partial-{dead}@{host}-abcd5678")
         write_outputs(out, prediction(), plot=False)
         assert all(not p.exists() for p in gone) and all(p.exists() for p in kept)
         assert other.exists()  # writing 'clip' touches only clip's leftovers...
