@@ -158,7 +158,7 @@ class RetinaFaceRunner(OnnxModelRunner):
             TensorSpec("landmarks", "float32", (1, "faces", 10)),
         )
 
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
         image = next(iter(feeds.values()))
         if image.ndim != 4 or image.shape[0] != 1:
             raise AbawRtError(f"{self.what} '{self.path}': input of shape {image.shape}, expected (1, 3, H, W)")
