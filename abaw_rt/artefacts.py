@@ -97,7 +97,8 @@ def open_artefact(path: Path | str, kind: Kind | None = None) -> Artefact:
 
     Args:
         path: a checkpoint, an ONNX graph or an engine plan.
-        kind: the kind the caller needs; AbawRtError when the file is another kind.
+        kind: the kind the caller needs; AbawRtError when the file is another kind. ``Kind.onnx`` takes any
+            ``.onnx`` file as a plain graph (detectors, extractors) without reading its metadata.
 
     Raises:
         AbawRtError: a missing or unreadable file, or one of another kind than asked.
@@ -105,6 +106,8 @@ def open_artefact(path: Path | str, kind: Kind | None = None) -> Artefact:
     path = Path(path)
     if not path.is_file():
         raise AbawRtError(f"'{path}': no such file")
+    if kind is Kind.onnx and artefact_kind(path) is Kind.onnx:
+        return Artefact(path, Kind.onnx)  # run as a plain graph: its specs come from the session, nothing to read
     found = _READERS[artefact_kind(path)](path)
     if kind is Kind.fusion_graph and found.kind is Kind.onnx:
         from abaw_rt.graphs.metadata import info_from_props
@@ -271,3 +274,12 @@ def open_runner(
     runner = factory(artefact, options)
     runner.artefact = artefact
     return runner
+
+
+def open_graph(path: Path | str, provider: str = "cpu", threads: int | None = None, what: str = "ONNX",
+               spin: bool = False) -> Runner:  # fmt: skip
+    """A plain graph (detector, extractor) on onnxruntime: ``open_runner`` for ``Kind.onnx``, named ``what``."""
+    if not Path(path).is_file():
+        raise AbawRtError(f"{what} '{path}': no such file")
+    options = RunOptions(provider=provider, threads=threads, what=what, spin=spin)
+    return open_runner(open_artefact(path, Kind.onnx), Backend.ort, options)

@@ -212,7 +212,7 @@ class Pipeline:
     def __enter__(self) -> "Pipeline":
         from abaw_rt.pipeline.extractors import FeatureExtractor
         from abaw_rt.pipeline.faces import FaceDetector
-        from abaw_rt.runners.onnx_generic import OnnxModelRunner
+        from abaw_rt.artefacts import open_graph
 
         start = time.perf_counter()
         provider = "cuda" if self.config.device == "cuda" else "cpu"
@@ -220,14 +220,14 @@ class Pipeline:
         try:
             if self.visual and self.detector_spec is not None:
                 if self.detector_spec.decoder.value == "retinaface":  # raw heads, decoded in numpy
-                    from abaw_rt.defaults.retinaface import RetinaFaceRunner
+                    from abaw_rt.pipeline.retinaface import RetinaFaceRunner
 
                     runner = RetinaFaceRunner(
                         self.detector_spec.onnx, provider, threads, score_threshold=self.detector_spec.score_threshold,
                         nms_iou=self.detector_spec.nms_iou,
                     ).activate()
                 else:
-                    runner = OnnxModelRunner(self.detector_spec.onnx, provider, threads, what="detector").activate()
+                    runner = open_graph(self.detector_spec.onnx, provider, threads, what="detector").activate()
                 self.detector = FaceDetector(self.detector_spec, runner)
                 self.detector.prepare()
             for s in self.extractor_specs:
