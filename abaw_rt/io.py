@@ -49,7 +49,7 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

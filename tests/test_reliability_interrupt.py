@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 pytest.importorskip("av", reason="the video pipeline needs PyAV: pip install 'abaw-rt[video]'")
 pytest.importorskip("torch")
 
-import abaw_rt.checkpoint as checkpoint_module  # noqa: E402
+import abaw_rt.io as io_module  # noqa: E402
 from abaw_rt.cli import app  # noqa: E402
 from abaw_rt.model.config import TINY, ModelConfig  # noqa: E402
 from abaw_rt.pipeline import synthetic as syn  # noqa: E402
@@ -144,7 +144,7 @@ def test_signal_between_the_two_renames_is_held_until_both_are_done(tmp_path, mo
 
 # -- full disk ------------------------------------------------------------------------------------------------
 class _FullDisk:
-    """Stands in for the ``os`` module inside abaw_rt.checkpoint: files opened for writing take ``room`` bytes
+    """Stands in for the ``os`` module inside abaw_rt.io (every atomic write): files opened for writing take ``room`` bytes
     in all, then raise ENOSPC, as a full disk does (partially written files stay until someone removes them)."""
 
     def __init__(self, room: int):
@@ -183,14 +183,14 @@ def test_full_disk_while_writing_outputs(kit, tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert cli.invoke(app, _args(kit, [kit["other"]], out)).exit_code == 0
     before = snapshot(out)
-    monkeypatch.setattr(checkpoint_module, "os", _FullDisk(room=6000))  # the CSV does not fit
+    monkeypatch.setattr(io_module, "os", _FullDisk(room=6000))  # the CSV does not fit
     res = cli.invoke(app, _args(kit, [kit["short"]], out))
     assert_clean_failure(res, str(out / "short"), "No space left on device")
     assert snapshot(out) == before  # the other video's outputs intact; nothing of 'short', no staging files
 
 
 def test_full_disk_while_writing_a_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint_module, "os", _FullDisk(room=1000))
+    monkeypatch.setattr(io_module, "os", _FullDisk(room=1000))
     res = cli.invoke(app, ["init-checkpoint", str(tmp_path / "new.safetensors")])
     assert_clean_failure(res, "No space left on device", "[ENOSPC]")
     assert files_under(tmp_path) == []
