@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 
 from abaw_rt.bench.sweep import Skip, artefact_kind
-from abaw_rt.errors import AbawRtError
+from abaw_rt.errors import AbawRtError, missing_module_message
 
 
 class RunnerFactory:
@@ -43,7 +43,7 @@ class RunnerFactory:
         try:
             from abaw_rt.runners.torch_runner import TorchRunner
         except ImportError as exc:
-            raise Skip(f"torch is not installed ({exc}): pip install 'abaw-rt[torch]'") from None
+            raise Skip(missing_module_message("torch", "torch", str(exc))) from None
         if precision == "fp16" and self.device == "cpu":
             raise Skip("torch fp16 is measured on CUDA only (CPU half-precision kernels are not a deployment path)")
         kwargs = {}

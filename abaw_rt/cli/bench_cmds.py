@@ -13,7 +13,7 @@ from rich.table import Table
 from abaw_rt.cli import app, err, out, user_errors
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, Precision
-from abaw_rt.errors import AbawRtError
+from abaw_rt.errors import AbawRtError, missing_module_message
 
 
 class Graphs(str, Enum):
@@ -46,9 +46,13 @@ def bench(
     min_iters: Annotated[int, typer.Option(min=1, help="Timed calls per cell, at least.")] = 10,
     min_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds per cell, at least.")] = 1.0,
     max_seconds: Annotated[float, typer.Option(min=0.001, help="A cell stops after this long even below --min-iters.")] = 20.0,
-    out_dir: Annotated[Path, typer.Option(file_okay=False, help="Folder for the JSON, markdown and PNG.")] = Path(
-        "benchmarks/results"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", "--out-dir", file_okay=False,
+            help="Folder for the JSON, markdown and PNG (created; default: the scratch folder abaw_rt_bench/).",
+        ),
+    ] = Path("abaw_rt_bench"),
     name: Annotated[Optional[str], typer.Option(help="File stem (default: bench_<device>_<date-time>).")] = None,
     compare_files: Annotated[
         Optional[tuple[Path, Path]],
@@ -162,7 +166,7 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
             notes.setdefault((c.status, c.backend, c.precision, c.cuda_graphs), c.reason)
     out.print(table)
     for (status, b, p, g), why in notes.items():
-        out.print(f"{status} {b} {p}{' graphs' if g else ''}: {why}", highlight=False, soft_wrap=True)
+        out.print(f"{status} {b} {p}{' graphs' if g else ''}: {why}", highlight=False, soft_wrap=True, markup=False)
     source_info = {"path": str(source), "kind": factory.kind}
     if factory.kind == "checkpoint":
         from abaw_rt.model.config import flops_per_frame, parameter_count
@@ -262,8 +266,6 @@ def _check_source(source: Path, device: str) -> None:
     """AbawRtError for a corrupt checkpoint, weights that do not fit its config, a graph whose inputs differ
     from its metadata or with hostile external data, or an engine without a readable sidecar or (on cuda)
     built for another GPU or TensorRT, or changed since (checked without deserialising it)."""
-    import importlib.util
-
     from abaw_rt.bench.sweep import artefact_kind
 
     kind = artefact_kind(source)
@@ -271,10 +273,14 @@ def _check_source(source: Path, device: str) -> None:
         from abaw_rt.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(source)
-        if importlib.util.find_spec("torch") is not None:
+        try:
             from abaw_rt.model.fusion import build_model
-
-            build_model(ckpt)
+        except ModuleNotFoundError as exc:  # every cell of a checkpoint needs torch (ort and trt export it first)
+            raise AbawRtError(
+                missing_module_message("torch", "torch", f"a checkpoint is benchmarked through torch; {exc}")
+                + " (or benchmark an exported .onnx graph)"
+            ) from None
+        build_model(ckpt)
     elif kind == "onnx":
         from abaw_rt.runners.ort_runner import OrtRunner
 
