@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cli.options import ThreadsOpt, pin_threads
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, Precision
 from abaw_rt.errors import AbawRtError, missing_module_message
@@ -41,7 +42,7 @@ def bench(
     batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", min=1, help="Batch sizes (default 1 8 32).")] = None,
     graphs: Annotated[Graphs, typer.Option(help="CUDA graphs off, on, or both (where a backend has them).")] = Graphs.both,
     device: Annotated[Device, typer.Option(help="cpu, or cuda for the GPU backends.")] = Device.cpu,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and onnxruntime.")] = None,
+    threads: ThreadsOpt = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 3,
     min_iters: Annotated[int, typer.Option(min=1, help="Timed calls per cell, at least.")] = 10,
     min_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds per cell, at least.")] = 1.0,
@@ -85,6 +86,7 @@ def bench(
     or compare two result files (--compare)."""
     from abaw_rt.bench.report import compare, load_report
 
+    threads = pin_threads(threads)
     if video is not None:
         _video(
             video, source, backend, precision, device, threads, extractors, detector, detect_every, decode_threads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,9 +12,10 @@ from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
 from abaw_rt.vocab import ModelSize as Size
-from abaw_rt.vocab import Precision, Preset
+from abaw_rt.vocab import Exporter, Precision, Preset
 from abaw_rt.cli.engine_cmds import ProfileOpt, RecipeOpt, Target, build_config, print_engines
-from abaw_rt.errors import AbawRtError
+from abaw_rt.cli.options import ThreadsOpt, pin_threads
+from abaw_rt.errors import AbawRtError, require_module
 
 
 @app.command("init-checkpoint")
@@ -59,14 +61,21 @@ def export(
     ] = Target.onnx,
     recipe: RecipeOpt = None,
     profile: ProfileOpt = None,
+    exporter: Annotated[
+        Exporter, typer.Option(help="torchscript (seconds) or dynamo (torch.export; about a minute for the tiny model).")
+    ] = Exporter.torchscript,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
     from abaw_rt.checkpoint import load_checkpoint
     from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
 
-    if out_dir is not None and not out_dir.is_dir():
-        raise AbawRtError(f"--out-dir '{out_dir}': no such folder")
+    require_checkpoint_file(checkpoint, "export")
+    threads = pin_threads(threads)
     ckpt = load_checkpoint(checkpoint)
+    require_module("torch", "torch")  # before --out-dir is created
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     if to is Target.trt:  # refuse early (no GPU, no TensorRT, bad recipe) rather than after the exports
         from abaw_rt.trt.compat import import_tensorrt
 
@@ -74,8 +83,10 @@ def export(
         import_tensorrt(build_cfg.device)
     results = []
     for p in dict.fromkeys(precision):  # keep order, drop repeats
-        with err.status(f"exporting {checkpoint.name} ({p.value})"):
-            results.append(export_onnx(ckpt, onnx_path_for(checkpoint, p.value, out_dir), precision=p.value))
+        target = onnx_path_for(checkpoint, p.value, out_dir)
+        results.append(
+            export_onnx(ckpt, target, precision=p.value, exporter=exporter.value, progress=_progress(target.name))
+        )
     if to is Target.trt:
         from abaw_rt.engines.builder import build_engine
 
@@ -100,7 +111,7 @@ def export(
         return
     table = Table(title="abaw-rt export")
     for col in ("graph", "precision", "lengths checked vs torch", "max |Δ|"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in results:
         table.add_row(str(r.path), r.precision, ", ".join(map(str, r.checked_lengths)), f"{r.max_abs_error:.2e}")
     out.print(table)
@@ -137,6 +148,7 @@ def verify(
     fp32_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp32 graphs.")] = None,
     fp16_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp16 graphs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random features.")] = 0,
+    threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure."""
@@ -148,6 +160,8 @@ def verify(
     from abaw_rt.runners.torch_runner import TorchRunner
     from abaw_rt.verify import DEFAULT_TOLERANCES, default_grid, run_verify
 
+    require_checkpoint_file(checkpoint, "verify")
+    threads = pin_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     beside = [p for p in (onnx_path_for(checkpoint, x) for x in PRECISIONS) if p.is_file()]
     graphs = list(onnx or ([] if engine else beside))  # with --engine only, check just the engines
@@ -162,7 +176,7 @@ def verify(
     grid = default_grid(ckpt.header.window, batches=tuple(batch or (1, 4)), lengths=length)
     candidates = {}
     for g in graphs:
-        runner = OrtRunner(g, provider=provider)
+        runner = OrtRunner(g, provider=provider, threads=threads)
         if runner.info.checkpoint_sha256 != ckpt.sha256:
             raise AbawRtError(
                 f"ONNX '{g}' was exported from another checkpoint (sha256 {runner.info.checkpoint_sha256[:12]}…, "
@@ -183,7 +197,7 @@ def verify(
             candidates[f"{plan.name} (trt)"] = runner
             if not length and not batch:  # the default grid, cut to what every engine's profiles accept
                 grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
-    reference = TorchRunner(ckpt)
+    reference = TorchRunner(ckpt, threads=threads)
     with err.status(f"verifying {len(candidates)} graph(s) over {len(grid)} cases"):
         with reference:
             for r in candidates.values():
@@ -199,6 +213,28 @@ def verify(
         _print_verify(report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _progress(name: str):
+    """Export steps as plain lines on stderr (readable in a terminal, a log or a pipe)."""
+    start = time.perf_counter()
+
+    def say(line: str) -> None:
+        err.print(f"export {name}: {line} ({time.perf_counter() - start:.1f} s)", highlight=False, markup=False, soft_wrap=True)
+
+    return say
+
+
+def require_checkpoint_file(path: Path, verb: str) -> None:
+    """A graph or an engine given where a checkpoint is expected: say what the file is and what the verb takes."""
+    what = {".onnx": "an ONNX graph", ".plan": "a TensorRT engine", ".engine": "a TensorRT engine"}.get(path.suffix)
+    if what is None:
+        return
+    hint = {
+        "export": "it is already exported; check it with: abaw-rt verify CKPT --onnx " + str(path),
+        "verify": f"pass the checkpoint it came from with the graph: abaw-rt verify CKPT --{'onnx' if path.suffix == '.onnx' else 'engine'} {path}",
+    }[verb]
+    raise AbawRtError(f"'{path}' is {what}; 'abaw-rt {verb}' takes a checkpoint (.safetensors): {hint}")
 
 
 def _print_verify(report) -> None:

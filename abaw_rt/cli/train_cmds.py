@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cli.options import ThreadsOpt, pin_threads
 from abaw_rt.vocab import Device
 from abaw_rt.vocab import ModelSize as Size
 
@@ -35,10 +36,12 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue the run in --out from it
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _config(recipe: Path, data, size, epochs, device, seed, sets):
+def _config(recipe: Path, data, size, epochs, device, seed, sets, threads=None):
     from abaw_rt.train.config import load_recipe
 
     cfg = load_recipe(recipe, sets or ())
+    if threads is not None or cfg.run.threads == 0:  # --threads, else the small-machine default
+        threads = pin_threads(threads)
     changes: dict = {}
     if data is not None:
         changes["data"] = {"root": str(data)}
@@ -46,7 +49,7 @@ def _config(recipe: Path, data, size, epochs, device, seed, sets):
         changes["model"] = {"size": size.value}
     if epochs is not None:
         changes["optim"] = {"epochs": epochs}
-    run = {k: v for k, v in (("device", device.value if device else None), ("seed", seed)) if v is not None}
+    run = {k: v for k, v in (("device", device.value if device else None), ("seed", seed), ("threads", threads)) if v is not None}
     if run:
         changes["run"] = run
     return cfg.replace(**changes) if changes else cfg
@@ -118,12 +121,13 @@ def train_cmd(
     seed: SeedOpt = None,
     sets: SetOpt = None,
     resume: ResumeOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model from a recipe; the best epoch (by validation metric) is saved as <out>/best.safetensors."""
     from abaw_rt.train.loop import check_run_folder, load_data, train
 
-    cfg = _config(recipe, data, size, epochs, device, seed, sets)
+    cfg = _config(recipe, data, size, epochs, device, seed, sets, threads)
     out_dir = out_dir or Path("runs") / recipe.stem
     check_run_folder(out_dir, resume)
     with err.status(f"reading {cfg.data.features_dir()} and {cfg.data.annotations_dir('')}"):
@@ -172,13 +176,14 @@ def crossval_cmd(
     seed: SeedOpt = None,
     sets: SetOpt = None,
     resume: ResumeOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """K-fold cross-validation over the recipe's training + validation videos, with a summary table."""
     from abaw_rt.train.crossval import SUMMARY_JSON, crossval
     from abaw_rt.train.loop import load_data
 
-    cfg = _config(recipe, data, size, epochs, device, seed, sets)
+    cfg = _config(recipe, data, size, epochs, device, seed, sets, threads)
     if folds is not None:
         cfg = cfg.replace(run={"folds": folds})
     out_dir = out_dir or Path("runs") / f"{recipe.stem}-cv"
