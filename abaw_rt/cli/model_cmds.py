@@ -263,16 +263,18 @@ def info(
     artefact: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint, an ONNX graph or an engine plan.")
     ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything the file says, as JSON.")] = False,
 ) -> None:
-    """Print what a checkpoint, ONNX graph or engine sidecar says about itself (config, features, labels, specs)."""
+    """What a checkpoint, ONNX graph or engine sidecar says about itself: a summary, or everything with --json."""
     if artefact.suffix in (".plan", ".engine"):
         from abaw_rt.trt.sidecar import read_sidecar
 
-        data = read_sidecar(artefact).to_dict()
+        kind, data = "TensorRT engine", read_sidecar(artefact).to_dict()
     elif artefact.suffix == ".onnx":
         from abaw_rt.graphs.metadata import read_onnx_info
 
         i = read_onnx_info(artefact)
+        kind = "ONNX graph"
         data = {
             "precision": i.precision,
             "checkpoint_sha256": i.checkpoint_sha256,
@@ -286,7 +288,39 @@ def info(
         from abaw_rt.model.config import parameter_count
 
         c = load_checkpoint(artefact)
+        kind = "checkpoint"
         data = c.header.to_dict(include_normalization=False)
         data["normalization"] = {m: f"{c.header.config.modality_dim(m)} dims" for m in c.header.config.modalities}
         data.update(sha256=c.sha256, parameters=parameter_count(c.header.config))
-    out.print_json(json.dumps(data))
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    for key, value in info_summary(kind, data):
+        out.print(f"{key + ':':<12} {value}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _features(features) -> str:
+    return ", ".join(f"{f.get('name')} {f.get('dim')} ({f.get('modality')})" for f in features or [])
+
+
+def info_summary(kind: str, data: dict) -> list[tuple[str, str]]:
+    """A few lines a person reads: what the file is, its model, features, heads, windows and identity."""
+    cfg = data.get("config") or {}
+    rows = [("file", kind)]
+    if cfg:
+        heads = cfg.get("heads") or []
+        rows.append(("heads", ", ".join(heads)))
+        rows.append(("features", _features(cfg.get("features"))))
+        if "parameters" in data:
+            rows.append(("parameters", f"{data['parameters'] / 1e6:.2f} M"))
+    for key in ("window", "stride", "fps", "precision"):
+        if data.get(key) is not None:
+            rows.append((key, str(data[key])))
+    for key in ("inputs", "outputs"):
+        if data.get(key):
+            rows.append((key, ", ".join(f"{s['name']} {tuple(s['shape'])}" for s in data[key])))
+    for key in ("sha256", "checkpoint_sha256", "tensorrt_version", "gpu", "exported_by"):
+        if data.get(key):
+            rows.append((key.replace("_", " "), str(data[key])))
+    rows.append(("more", "abaw-rt info FILE --json prints everything"))
+    return rows
