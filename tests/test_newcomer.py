@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _graph_with_external_data(folder: Path, location: str) -> Path:
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     from onnx.external_data_helper import convert_model_to_external_data
 
@@ -95,7 +95,7 @@ def test_reading_a_graph_for_inference_does_not_import_onnx():
 
 
 def test_recipes_load_by_name_from_any_folder(tmp_path, monkeypatch):
-    from abaw_rt.engines.recipes import available_recipes, load_recipe
+    from abaw_rt.engines.recipes import available_recipes, load_engine_recipe as load_recipe
 
     monkeypatch.chdir(tmp_path)  # no engines/ here and no source tree relative to it
     assert {"jetson-orin", "t4-a10", "h100"} <= set(available_recipes())

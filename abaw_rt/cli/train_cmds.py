@@ -37,9 +37,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 
 
 def _config(recipe: Path, data, size, epochs, device, seed, sets, threads=None):
-    from abaw_rt.train.config import load_recipe
+    from abaw_rt.train.config import load_train_recipe
 
-    cfg = load_recipe(recipe, sets or ())
+    cfg = load_train_recipe(recipe, sets or ())
     if threads is not None or cfg.run.threads == 0:  # --threads, else the small-machine default
         threads = pin_threads(threads)
     changes: dict = {}

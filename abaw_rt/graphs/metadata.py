@@ -77,9 +77,13 @@ def info_from_props(props: Mapping[str, str], source: str) -> OnnxInfo:
     )
 
 
-def read_onnx_info(path: Path) -> OnnxInfo:
-    """Read an exported graph's metadata without loading its weights (nor importing ``onnx``: see protolite)."""
+def read_metadata_props(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata_props, read without loading its weights (nor importing ``onnx``: see protolite)."""
     from abaw_rt.graphs.protolite import read_model_summary
 
-    path = Path(path)
-    return info_from_props(read_model_summary(path, external=False).metadata, str(path))
+    return read_model_summary(Path(path), external=False).metadata
+
+
+def read_onnx_info(path: Path) -> OnnxInfo:
+    """Read an exported graph's metadata without loading its weights."""
+    return info_from_props(read_metadata_props(path), str(path))
