@@ -121,3 +121,68 @@ def test_timing_cache_does_not_depend_on_the_working_folder(monkeypatch, tmp_pat
     assert default_timing_cache() == tmp_path / "c" / "timing.cache"
     monkeypatch.delenv("ABAW_RT_CACHE")
     assert default_timing_cache().is_absolute()
+
+
+def test_declared_python_versions_are_the_tested_ones():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert declared.split("#")[0].strip() == ">=3.11"  # CI runs 3.11; 3.10 (no tomllib) is not claimed
+    assert sys.version_info >= (3, 11)
+
+
+# --- bench: comparisons of one model, a gate that accounts for noise ------------------------------------------
+
+
+def _bench_file(tmp_path, name, p50, p90, source=None, cpu="cpu A"):
+    from abaw_rt.bench.measure import Timing
+    from abaw_rt.bench.report import make_report, save_report
+    from abaw_rt.bench.sweep import Cell
+    from abaw_rt.machine import machine_info
+
+    cells = [Cell("ort", "fp32", 1, t, False, "ok", timing=Timing(p50 * t, p90 * t, p90 * t, p50 * t, 0.0, 9))
+             for t in (1, 75)]
+    machine = {**machine_info(), "cpu": cpu}
+    return save_report(make_report("model", machine, source or {"path": "m.safetensors", "sha256": "a" * 64},
+                                   {}, cells), tmp_path / f"{name}.json")
+
+
+def test_gate_passes_a_noisy_rerun_and_fails_a_real_slowdown(tmp_path):
+    from typer.testing import CliRunner
+
+    from abaw_rt.cli import app
+
+    base = _bench_file(tmp_path, "base", 1.0, 1.6)  # a busy machine: p90 60 % above p50
+    rerun = _bench_file(tmp_path, "rerun", 1.3, 1.9)  # 1.3x, inside the runs' own spread
+    slow = _bench_file(tmp_path, "slow", 2.0, 2.2)
+    cli = CliRunner()
+    res = cli.invoke(app, ["bench", "--compare", str(base), str(rerun), "--fail-above-ratio", "1.2"])
+    assert res.exit_code == 0, res.output
+    res = cli.invoke(app, ["bench", "--compare", str(base), str(slow), "--fail-above-ratio", "1.2"])
+    assert res.exit_code == 1 and "regression: 2 cell(s)" in res.stderr
+
+
+def test_compare_refuses_different_models_and_warns_on_different_machines(tmp_path):
+    from typer.testing import CliRunner
+
+    from abaw_rt.cli import app
+
+    base = _bench_file(tmp_path, "base", 1.0, 1.1)
+    other = _bench_file(tmp_path, "other", 1.0, 1.1, source={"path": "n.safetensors", "sha256": "b" * 64})
+    elsewhere = _bench_file(tmp_path, "elsewhere", 1.0, 1.1, cpu="cpu B")
+    cli = CliRunner()
+    res = cli.invoke(app, ["bench", "--compare", str(base), str(other)])
+    assert res.exit_code == 2 and "different models" in res.stderr
+    res = cli.invoke(app, ["bench", "--compare", str(base), str(elsewhere)])
+    assert res.exit_code == 0 and "different machines" in res.stderr and "cpu B" in res.stderr
+
+
+def test_bench_writes_to_its_scratch_folder_by_default(monkeypatch, tmp_path):
+    import inspect
+
+    from abaw_rt.cli import bench_cmds
+
+    default = inspect.signature(bench_cmds.bench).parameters["out_dir"].default
+    assert default == Path("abaw_rt_bench")
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"/abaw_rt_bench/", "/abaw_rt_out/", "/sample.mp4"} <= set(ignored)

@@ -255,7 +255,7 @@ def info(
     from abaw_rt.artefacts import Kind, open_artefact
 
     a = open_artefact(artefact)
-    kind = a.kind.noun
+    kind = a.kind.noun.split(" ", 1)[1]  # "checkpoint", "exported fusion graph", ...
     if a.kind is Kind.engine:
         data = a.detail.to_dict()
     elif a.kind is Kind.fusion_graph:
