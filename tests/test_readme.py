@@ -49,7 +49,7 @@ def bash_blocks() -> list[tuple[str, int, str]]:
 
 
 def commands(block: str) -> list[str]:
-    joined = re.sub(r"\\\n\s*", " ", block)
+    joined = re.sub(r"\s*\\\n\s*", " ", block)
     cmds = []
     for line in joined.splitlines():
         line = re.sub(r"\s+#.*$", "", line).strip()

@@ -169,9 +169,12 @@ def machine_differences(base: dict, new: dict) -> list[str]:
     return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in _MACHINE_KEYS if a.get(k) != b.get(k)]
 
 
+MIN_EFFECT_MS = 0.25  # below this a p50 difference is timer and scheduler noise on any machine
+
+
 def _spread(cell: Cell) -> float:
-    """How much a cell's own calls scattered: p90 - p50 (the noise a difference must exceed)."""
-    return max(cell.timing.p90_ms - cell.timing.p50_ms, 0.0)
+    """How much a cell's own calls scattered: p99 - p50 (on a shared CPU the tail holds the preemptions)."""
+    return max(cell.timing.p99_ms - cell.timing.p50_ms, 0.0)
 
 
 def compare(base: dict, new: dict) -> list[dict]:
@@ -197,7 +200,7 @@ def compare(base: dict, new: dict) -> list[dict]:
                 "base_p50_ms": b.timing.p50_ms,
                 "new_p50_ms": c.timing.p50_ms,
                 "ratio": c.timing.p50_ms / b.timing.p50_ms,
-                "noise_ms": max(_spread(b), _spread(c)),
+                "noise_ms": max(_spread(b), _spread(c), MIN_EFFECT_MS),
             }
         )
     if not rows:
@@ -206,6 +209,6 @@ def compare(base: dict, new: dict) -> list[dict]:
 
 
 def regressions(rows: list[dict], max_ratio: float) -> list[dict]:
-    """Cells slower than ``max_ratio`` x the baseline by more than their noise (the larger p90 - p50 of the two
-    runs): one noisy run on a busy machine does not fail the gate, a real slow-down does."""
+    """Cells slower than ``max_ratio`` x the baseline by more than their noise (the larger p99 - p50 of the two
+    runs, at least MIN_EFFECT_MS): one noisy run on a busy machine does not fail the gate, a real slow-down does."""
     return [r for r in rows if r["ratio"] > max_ratio and r["new_p50_ms"] - r["base_p50_ms"] > r.get("noise_ms", 0.0)]

@@ -317,7 +317,7 @@ def _print_ratios(rows, fail_above_ratio, title) -> None:
         )
     out.print(table)
     if fail_above_ratio is not None:
-        rule = f"{fail_above_ratio}x the baseline by more than the runs' noise (p90 - p50)"
+        rule = f"{fail_above_ratio}x the baseline by more than the runs' noise (p99 - p50, >= 0.25 ms)"
         if worse:
             err.print(f"regression: {len(worse)} cell(s) slower than {rule}", highlight=False)
             raise typer.Exit(1)
