@@ -186,3 +186,77 @@ def test_bench_writes_to_its_scratch_folder_by_default(monkeypatch, tmp_path):
     assert default == Path("abaw_rt_bench")
     ignored = (ROOT / ".gitignore").read_text().split()
     assert {"/abaw_rt_bench/", "/abaw_rt_out/", "/sample.mp4"} <= set(ignored)
+
+
+# --- readable at 80 columns and in a pipe ------------------------------------------------------------------------
+
+
+def _piped(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
+    code = "import sys\nfrom abaw_rt.cli import run\nsys.argv = ['abaw-rt'] + sys.argv[1:]\nrun()\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def _fits(text: str) -> None:
+    for line in text.splitlines():
+        assert len(line) <= 80 or " " not in line.strip(), f"wider than 80 columns: {line!r}"
+    assert "…" not in text
+
+
+@pytest.mark.parametrize("verb", ["infer", "extract", "export", "verify", "bench", "train", "crossval", "build"])
+def test_help_at_80_columns_cuts_no_option_name(verb):
+    from typer.testing import CliRunner
+
+    from abaw_rt.cli import app
+
+    res = CliRunner().invoke(app, [verb, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert res.exit_code == 0
+    _fits(res.stdout)
+    assert "--threads" in res.stdout or verb == "build"
+
+
+def test_defaults_lists_full_names_and_sha256_at_80_columns():
+    from abaw_rt.io import file_sha256
+
+    res = _piped("defaults")
+    assert res.returncode == 0, res.stderr
+    _fits(res.stdout)
+    for f in defaults.FILES:
+        assert f.name in res.stdout.split() or f"{f.name}" in res.stdout  # whole, never broken mid-word
+    assert file_sha256(defaults.checkpoint_path()) in res.stdout
+
+
+def test_bench_table_keeps_numbers_whole_in_a_pipe(tmp_path):
+    pytest.importorskip("torch")
+    graph = defaults.checkpoint_path().with_suffix(".fp32.onnx")
+    res = _piped("bench", str(graph), "--backend", "ort", "-p", "fp32", "-t", "7", "-t", "300", "-b", "1",
+                 "--min-iters", "2", "--min-seconds", "0", "--warmup", "0", "--out", str(tmp_path), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    _fits(res.stdout)
+    rows = [line for line in res.stdout.splitlines() if line.startswith("│ ort")]
+    assert len(rows) == 2  # one line per cell: no number split across lines
+    assert "bench 1/" in res.stderr  # progress in a pipe, one plain line per cell
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert all("p90_ms" in c["timing"] for c in saved["cells"] if c["status"] == "ok")  # full values in the file
+
+
+def test_epoch_lines_keep_each_metric_with_its_value(monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from abaw_rt.cli import train_cmds
+
+    class Record:
+        epoch, train_loss, val_loss, seconds, best = 3, 0.41234, 0.45678, 1.25, True
+        metrics = {"ccc_valence": 0.5, "ccc_arousal": 0.6, "ccc_mean": 0.55, "f1_AU1": 0.1, "frames": 10}
+
+    buf = StringIO()
+    monkeypatch.setattr(train_cmds, "err", Console(file=buf, width=80))  # the reporter's stderr console
+    reporter = train_cmds.RichReporter(prefix="fold 2/5 ")
+    reporter.epoch_end(Record)
+    text = buf.getvalue()
+    _fits(text)
+    for token in ("train_loss=0.4123", "val_loss=0.4568", "ccc_valence=0.5000", "ccc_mean=0.5500"):
+        assert token in text.split(), text

@@ -95,6 +95,7 @@ app = typer.Typer(
     cls=OneLineGroup,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: wraps at any width, never cuts an option name or default with "…"
     help="Deploy the TCN + Transformer audio-visual emotion model (ABAW5): export, verify, run.",
 )
 out = Console()

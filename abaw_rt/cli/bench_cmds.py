@@ -153,21 +153,28 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
     scratch = tempfile.TemporaryDirectory(prefix="abaw-rt-bench-")  # graphs exported for the sweep only
     factory = RunnerFactory(source, device=cfg.device, threads=cfg.threads, workdir=Path(scratch.name))
     table = Table(title=f"abaw-rt bench: {source.name} on {cfg.device}" + (f", {threads} threads" if threads else ""))
-    for col in ("backend", "prec", "B", "T", "graphs", "p50 ms", "p90 ms", "p99 ms", "frames/s", "1st call ms", "RSS MB", "status"):
-        table.add_column(col, overflow="fold")
+    names = ("backend", "prec", "B", "T", "graphs", "p50 ms", "p90 ms", "p99 ms", "frames/s", "1st call ms", "RSS MB", "status")
+    # under 110 columns (an 80-column terminal, a pipe): the columns that fit whole; all of them are in the JSON
+    shown = range(len(names)) if out.width >= 110 else (0, 1, 2, 3, 4, 5, 7, 8)
+    for i in shown:
+        table.add_column(names[i], no_wrap=True, justify="right" if i >= 2 else "left")
     total = len(cfg.backends) * len(cfg.precisions) * len(cfg.cuda_graphs) * len(cfg.times) * len(cfg.batches)
     done = [0]
 
     def progress(cell):
         done[0] += 1
-        status.update(f"bench {done[0]}/{total}: {cell.backend} {cell.precision} B={cell.batch} T={cell.time}")
+        line = f"bench {done[0]}/{total}: {cell.backend} {cell.precision} B={cell.batch} T={cell.time}"
+        status.update(line)
+        if not err.is_terminal:  # a log or a pipe: one plain line per cell instead of the spinner
+            err.print(line, highlight=False, markup=False)
 
     with scratch, err.status("bench: preparing runners") as status:
         cells = run_sweep(cfg, factory, progress)
     notes: dict[tuple, str] = {}
     for c in cells:
         if c.status == "ok":
-            table.add_row(*cell_row(c))
+            row = cell_row(c)
+            table.add_row(*(row[i] for i in shown))
         else:  # skips and errors: one line per backend/precision/graphs group, below the table
             notes.setdefault((c.status, c.backend, c.precision, c.cuda_graphs), c.reason)
     out.print(table)
@@ -259,7 +266,7 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
             f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}",
         )
     out.print(table)
-    out.print(f"saved {path}")
+    out.print(f"saved {path}", soft_wrap=True, markup=False)
 
 
 def report_kind(artefact) -> str:

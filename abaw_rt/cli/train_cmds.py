@@ -91,11 +91,12 @@ class RichReporter:
 
     def epoch_end(self, record) -> None:
         shown = {k: v for k, v in record.metrics.items() if not k.startswith("f1_") and k != "frames"}
-        metrics = " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+        # name=value pairs: a narrow terminal or a log wraps between pairs, never between a metric and its value
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in shown.items())
         star = " [green]best[/]" if record.best else ""
         self.progress.console.print(
-            f"{self.prefix}epoch {record.epoch}: train loss {record.train_loss:.4f}, val loss {record.val_loss:.4f}, "
-            f"{metrics} ({record.seconds:.1f} s){star}",
+            f"{self.prefix}epoch {record.epoch}: train_loss={record.train_loss:.4f} val_loss={record.val_loss:.4f} "
+            f"{metrics} ({record.seconds:.1f}s){star}",
             highlight=False,
         )
 
@@ -155,7 +156,7 @@ def train_cmd(
     table.add_column("best epoch")
     for k in _headline(res.best_metrics):
         table.add_column(k)
-    table.add_column("checkpoint")
+    table.add_column("checkpoint", overflow="fold")
     table.add_row(str(res.best_epoch), *(f"{v:.4f}" for v in _headline(res.best_metrics).values()), str(res.best_path))
     out.print(table)
 
