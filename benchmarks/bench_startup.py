@@ -113,7 +113,7 @@ def bench_export(work: Path, repeat: int) -> dict:
     _run(["init-checkpoint", str(ckpt), "--size", "tiny"])
     walls, progress = [], []
     for _ in range(repeat):
-        r = _run(["export", str(ckpt), "-p", "fp32", "--json"])
+        r = _run(["export", str(ckpt), "-p", "fp32", "--json", "--progress"])
         walls.append(r.wall)
         progress.append([line for line in r.proc.stderr.splitlines() if line.strip()])
     return {

@@ -65,6 +65,9 @@ def export(
         Exporter, typer.Option(help="torchscript (seconds) or dynamo (torch.export; about a minute for the tiny model).")
     ] = Exporter.torchscript,
     threads: ThreadsOpt = None,
+    progress: Annotated[
+        Optional[bool], typer.Option("--progress/--no-progress", help="Step lines on stderr (default: in a terminal).")
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
     from abaw_rt.checkpoint import load_checkpoint
@@ -86,7 +89,10 @@ def export(
     for p in dict.fromkeys(precision):  # keep order, drop repeats
         target = onnx_path_for(checkpoint, p.value, out_dir)
         results.append(
-            export_onnx(ckpt, target, precision=p.value, exporter=exporter.value, progress=_progress(target.name))
+            export_onnx(
+                ckpt, target, precision=p.value, exporter=exporter.value,
+                progress=_progress(target.name) if (err.is_terminal if progress is None else progress) else None,
+            )
         )
     if to is Target.trt:
         from abaw_rt.engines.builder import build_engine
