@@ -260,3 +260,32 @@ def test_epoch_lines_keep_each_metric_with_its_value(monkeypatch):
     _fits(text)
     for token in ("train_loss=0.4123", "val_loss=0.4568", "ccc_valence=0.5000", "ccc_mean=0.5500"):
         assert token in text.split(), text
+
+
+# --- export: the fast default exporter and the dynamo one give graphs that pass the same check ------------------
+
+
+@pytest.mark.slow  # the dynamo exporter takes about a minute for the tiny model here
+def test_dynamo_exporter_still_exports_a_checked_graph(tiny_ckpt, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from abaw_rt.export.onnx_export import export_onnx
+    from abaw_rt.graphs.metadata import read_onnx_info
+
+    steps: list[str] = []
+    res = export_onnx(tiny_ckpt, tmp_path / "d.fp16.onnx", precision="fp16", exporter="dynamo", progress=steps.append)
+    assert res.max_abs_error < 5e-2 and res.checked_lengths[-1] == 2 * tiny_ckpt.header.window
+    assert read_onnx_info(res.path).precision == "fp16"
+    assert [s.split()[0] for s in steps] == ["exporting", "checking"]
+    assert "dynamo" in steps[0]
+
+
+def test_export_reports_progress_and_refuses_an_unknown_exporter(tiny_ckpt, tmp_path):
+    pytest.importorskip("torch")
+    from abaw_rt.export.onnx_export import export_onnx
+
+    with pytest.raises(AbawRtError, match="exporter 'jit'"):
+        export_onnx(tiny_ckpt, tmp_path / "x.onnx", exporter="jit")
+    steps: list[str] = []
+    export_onnx(tiny_ckpt, tmp_path / "t.fp32.onnx", progress=steps.append)
+    assert "torchscript" in steps[0] and "lengths 1, 7" in steps[1]
