@@ -274,7 +274,7 @@ def test_dynamo_exporter_still_exports_a_checked_graph(tiny_ckpt, tmp_path):
 
     steps: list[str] = []
     res = export_onnx(tiny_ckpt, tmp_path / "d.fp16.onnx", precision="fp16", exporter="dynamo", progress=steps.append)
-    assert res.max_abs_error < 5e-2 and res.checked_lengths[-1] == 2 * tiny_ckpt.header.window
+    assert res.max_abs_error < 5e-2 and 2 * tiny_ckpt.header.window in res.checked_lengths
     assert read_onnx_info(res.path).precision == "fp16"
     assert [s.split()[0] for s in steps] == ["exporting", "checking"]
     assert "dynamo" in steps[0]
