@@ -289,3 +289,52 @@ def test_export_reports_progress_and_refuses_an_unknown_exporter(tiny_ckpt, tmp_
     steps: list[str] = []
     export_onnx(tiny_ckpt, tmp_path / "t.fp32.onnx", progress=steps.append)
     assert "torchscript" in steps[0] and "lengths 1, 7" in steps[1]
+
+
+# --- plot and threads --------------------------------------------------------------------------------------------
+
+
+def test_plot_needs_no_matplotlib_and_keeps_expression_colours_apart(tmp_path):
+    from abaw_rt.pipeline import plot
+
+    assert plot.VALENCE not in plot.EXPR_COLOURS and plot.AROUSAL not in plot.EXPR_COLOURS
+    assert len(set(plot.EXPR_COLOURS)) == 8
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import numpy as np\nfrom pathlib import Path\n"
+        "from abaw_rt.pipeline.outputs import VideoPrediction, plot_png\n"
+        "n = 300; rng = np.random.default_rng(0); e = rng.dirichlet(np.ones(8), n)\n"
+        "found = np.ones(n, bool); found[50:80] = False\n"
+        "p = VideoPrediction('v', Path('v.mp4'), np.arange(n) / 25, found,\n"
+        "    {'va': rng.uniform(-1, 1, (n, 2)), 'expr': e, 'au': rng.random((n, 12))},\n"
+        "    {'va': rng.uniform(-1, 1, (n, 2)), 'expr': e.argmax(1), 'au': rng.random((n, 12)) > 0.5})\n"
+        f"open({str(tmp_path / 'p.png')!r}, 'wb').write(plot_png(p))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    from PIL import Image
+
+    img = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    assert img.shape[1] == plot.WIDTH
+    bottom = img[-30:]  # the expression legend sits below the time axis label, on its own row
+    assert any((bottom == c).all(axis=-1).any() for c in plot.EXPR_COLOURS)
+
+
+def test_threads_default_to_one_on_small_machines(monkeypatch):
+    from abaw_rt import machine
+    from abaw_rt.cli.options import pin_threads
+
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    assert machine.default_threads() == 1 and machine.default_threads(3) == 3
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 16)
+    assert machine.default_threads() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    try:
+        assert pin_threads(1) == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # an explicit --threads wins
+    finally:
+        if torch:
+            torch.set_num_threads(before)

@@ -45,7 +45,7 @@ class VideoPrediction:
 
 
 def abaw_lines(head: str, decisions: np.ndarray) -> Iterator[str]:
-    """ABAW annotation format: a header line, then one line per frame (PAPER.md, "Tasks")."""
+    """ABAW annotation format: a header line, then one line per frame (Zhou et al. 2023, the ABAW5 task definitions)."""
     yield ",".join(HEAD_LABELS[head])
     if head == "va":
         yield from (f"{v:.6f},{a:.6f}" for v, a in decisions)
