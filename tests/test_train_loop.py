@@ -45,6 +45,7 @@ def _state(path):
     return load_file(str(path))
 
 
+@pytest.mark.slow  # 40-110 s each on a busy 2-core CPU
 @pytest.mark.parametrize("task", ["va", "expr"])
 def test_loss_falls_and_metric_rises_well_above_chance(synth, tmp_path, task):
     cfg = _cfg(synth, task, "optim.epochs=8")
@@ -65,6 +66,7 @@ class _StopBefore(Reporter):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_runs_are_deterministic_and_resume_exactly(synth, tmp_path):
     cfg = _cfg(synth, "expr", "optim.epochs=3")
     data = load_data(cfg)

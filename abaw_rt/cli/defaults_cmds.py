@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from abaw_rt.cli import app, out, user_errors
 
@@ -62,10 +61,13 @@ def list_defaults(
         folder = str(defaults.DEFAULTS_DIR)
         out.print_json(data={"folder": folder, "demo_heads": list(defaults.DEMO_HEADS), "files": rows})
         return
-    table = Table(title=f"abaw-rt built-in defaults ({defaults.DEFAULTS_DIR})")
-    for col in ("file", "role", "size", "licence", "built by"):
-        table.add_column(col, overflow="fold")
+    # One block per file, no table: readable at 80 columns and in a pipe, nothing cut (the same in --json).
+    out.print(f"abaw-rt built-in defaults in {defaults.DEFAULTS_DIR}", soft_wrap=True, highlight=False, markup=False)
     for r in rows:
-        size = f"{r['bytes'] / 1e6:.2f} MB" if r["bytes"] is not None else "[red]missing[/]"
-        table.add_row(r["file"], r["role"], size, Path(r["licence"]).name, r["built_by"])
-    out.print(table)
+        size = f"{r['bytes'] / 1e6:.2f} MB" if r["bytes"] is not None else "MISSING"
+        lines = [
+            f"{r['file']}  ({size}): {r['role']}",
+            f"  sha256   {r['sha256'] or '-'}",
+            f"  licence  {Path(r['licence']).name}; built by {r['built_by']}",
+        ]
+        out.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)

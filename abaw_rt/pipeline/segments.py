@@ -1,4 +1,4 @@
-"""Pipeline layer, stage 4a: cutting a video's frames into windows of w frames with stride s (PAPER.md, "Segments")."""
+"""Pipeline layer, stage 4a: cutting a video's frames into windows of w frames with stride s (Zhou et al. 2023, segments, w = 300 / s = 200)."""
 
 from __future__ import annotations
 
