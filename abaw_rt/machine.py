@@ -62,3 +62,16 @@ def machine_info() -> dict:
         # other work on the machine while measuring skews timings: recorded so readers can judge
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
+
+
+SMALL_MACHINE_CORES = 2
+
+
+def default_threads(requested: int | None = None) -> int | None:
+    """CPU threads for torch and onnxruntime: ``requested`` if given; else 1 on a machine with at most 2 cores
+    (there torch's one-thread-per-core default made training steps 3-25x slower than one thread while other
+    work shared the CPU, and one onnxruntime thread per model was the fastest ``infer``); else None (the
+    libraries' own default, one per core)."""
+    if requested is not None:
+        return requested
+    return 1 if (os.cpu_count() or 1) <= SMALL_MACHINE_CORES else None

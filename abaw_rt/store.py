@@ -9,7 +9,7 @@ Layout (one folder)::
     <root>/faces/<video>.npy          bool (N,): True where a face was found on that frame
 
 Visual rows of frames without a face are stored as found (zeros, or whatever the extractor gave);
-``fill_from_nearest`` applies the one missing-face policy (PAPER.md, "Pre-processing") at read time,
+``fill_from_nearest`` applies the one missing-face policy (Zhou et al. 2023, pre-processing) at read time,
 in training and inference alike. Audio features are already stretched to the frame timeline.
 Every file is written to a temporary name and renamed.
 """

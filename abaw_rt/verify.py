@@ -61,7 +61,7 @@ def _valid_rows(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def ccc(x: np.ndarray, y: np.ndarray) -> float:
-    """Concordance correlation coefficient with population moments (PAPER.md)."""
+    """Concordance correlation coefficient with population moments (Zhou et al. 2023)."""
     mx, my = x.mean(), y.mean()
     vx, vy = x.var(), y.var()
     cov = ((x - mx) * (y - my)).mean()

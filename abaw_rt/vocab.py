@@ -62,3 +62,10 @@ class FaceChoice(str, Enum):
     largest = "largest"  # the biggest box (default)
     left = "left"  # the leftmost face (Aff-Wild2 "_left" labels of two-person videos)
     right = "right"  # the rightmost face ("_right" labels)
+
+
+class Exporter(str, Enum):
+    """Which torch ONNX exporter ``abaw-rt export`` uses (both graphs pass the same check against torch)."""
+
+    torchscript = "torchscript"  # torch.onnx.export(dynamo=False): about a second for the tiny model
+    dynamo = "dynamo"  # torch.export-based: a minute for the tiny model on a 2-core CPU

@@ -42,22 +42,25 @@ def test_export_then_verify_through_the_cli(tmp_path):
     pytest.importorskip("torch")
     ck = tmp_path / "m.safetensors"
     assert cli.invoke(app, ["init-checkpoint", str(ck), "--preset", "expr"]).exit_code == 0
-    out_dir = tmp_path / "graphs"
-    out_dir.mkdir()
+    out_dir = tmp_path / "graphs" / "new"  # created when missing, like infer and bench
     res = cli.invoke(app, ["export", str(ck), "-p", "fp32", "--out-dir", str(out_dir), "--json"])
     assert res.exit_code == 0, res.output
     (result,) = json.loads(res.stdout)
     assert result["path"] == str(out_dir / "m.fp32.onnx") and result["checked_lengths"][-1] == 600
-    info = json.loads(cli.invoke(app, ["info", result["path"]]).stdout)
+    info = json.loads(cli.invoke(app, ["info", result["path"], "--json"]).stdout)
     assert info["precision"] == "fp32" and info["config"]["heads"] == ["expr"]
     res = cli.invoke(app, ["verify", str(ck), "--onnx", result["path"], "-t", "3", "-b", "2"])
     assert res.exit_code == 0 and "verify passed" in res.stdout
 
 
 def test_info_on_a_checkpoint(tiny_ckpt_path):
-    res = cli.invoke(app, ["info", str(tiny_ckpt_path)])
+    res = cli.invoke(app, ["info", str(tiny_ckpt_path), "--json"])
     data = json.loads(res.stdout)
     assert data["window"] == 40 and data["parameters"] > 0 and data["normalization"]["visual"] == "2304 dims"
+    summary = cli.invoke(app, ["info", str(tiny_ckpt_path)]).stdout.splitlines()  # a few lines a person reads
+    assert summary[0].split() == ["file:", "checkpoint"] and len(summary) <= 12
+    assert any(line.startswith("window:") and line.split()[-1] == "40" for line in summary)
+    assert any(line.startswith("sha256:") for line in summary)
 
 
 def _one_line_error(res):
@@ -93,5 +96,7 @@ def test_missing_checkpoint_and_bad_precision(tmp_path):
     cli.invoke(app, ["init-checkpoint", str(ck)])
     res = cli.invoke(app, ["export", str(ck), "-p", "int4"])
     assert res.exit_code != 0 and "int4" in res.output
-    res = cli.invoke(app, ["export", str(ck), "--out-dir", str(tmp_path / "missing")])
-    assert res.exit_code != 0
+    res = cli.invoke(app, ["export", str(ck), "--out-dir", str(tmp_path / "new" / "graphs")])  # created, like infer
+    assert res.exit_code == 0 and (tmp_path / "new" / "graphs" / "m.fp32.onnx").is_file()
+    res = cli.invoke(app, ["export", str(tmp_path / "new" / "graphs" / "m.fp32.onnx")])
+    assert res.exit_code == 2 and "is an ONNX graph; 'abaw-rt export' takes a checkpoint" in res.stderr

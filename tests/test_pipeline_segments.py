@@ -41,7 +41,7 @@ def test_plan_covers_every_frame_with_full_windows(n, ws):
 
 
 def test_plan_matches_paper_count_for_defaults():
-    # PAPER.md: floor(n / s) + 1 windows for w=300, s=200 (when the end-aligned window is not redundant)
+    # Zhou et al. 2023: floor(n / s) + 1 windows for w=300, s=200 (when the end-aligned window is not redundant)
     for n in (301, 450, 1000, 1234):
         assert len(plan_segments(n, 300, 200)) == len(range(0, n - 300, 200)) + 1
     assert [(p.start, p.end) for p in plan_segments(650, 300, 200)] == [(0, 300), (200, 500), (350, 650)]

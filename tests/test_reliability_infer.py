@@ -226,6 +226,7 @@ def test_audio_starting_seconds_late(kit, tmp_path):
     assert report["audio"]["frame_coverage"] == pytest.approx(0.5, abs=0.03)
 
 
+@pytest.mark.slow
 def test_8k_video_is_scaled_down_not_held_full_size(kit, tmp_path):
     """An 8K clip runs with frames scaled to 1920 px when decoded; peak memory stays near a small clip's.
 

@@ -196,7 +196,7 @@ def test_info_prints_an_engine_sidecar(tmp_path):
     from abaw_rt.cli import app
 
     plan, sidecar = make_engine(tmp_path)
-    result = CliRunner().invoke(app, ["info", str(plan)])
+    result = CliRunner().invoke(app, ["info", str(plan), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["gpu_name"] == sidecar.gpu_name and data["tensorrt_version"] == "10.13.3.9"

@@ -148,8 +148,42 @@ def plot_latency(cells: list[Cell], path: Path, title: str) -> Path | None:
     return path
 
 
+_MODEL_KEYS = ("sha256", "heads", "features", "parameters")
+_MACHINE_KEYS = ("cpu", "cores", "gpu")
+
+
+def check_same_model(base: dict, new: dict) -> None:
+    """AbawRtError when two result files measured different models (a ratio between them means nothing)."""
+    a, b = base.get("source") or {}, new.get("source") or {}
+    for key in _MODEL_KEYS:
+        if key in a and key in b and a[key] != b[key]:
+            raise AbawRtError(
+                f"the two benchmark files measured different models ({key} {a[key]!r} vs {b[key]!r}; "
+                f"'{a.get('path')}' vs '{b.get('path')}'): compare runs of one model"
+            )
+
+
+def machine_differences(base: dict, new: dict) -> list[str]:
+    """What differs between the machines of two result files (cpu, cores, gpu), for a warning."""
+    a, b = base.get("machine") or {}, new.get("machine") or {}
+    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in _MACHINE_KEYS if a.get(k) != b.get(k)]
+
+
+MIN_EFFECT_MS = 0.25  # below this a p50 difference is timer and scheduler noise on any machine
+
+
+def _spread(cell: Cell) -> float:
+    """How much a cell's own calls scattered: p99 - p50 (on a shared CPU the tail holds the preemptions)."""
+    return max(cell.timing.p99_ms - cell.timing.p50_ms, 0.0)
+
+
 def compare(base: dict, new: dict) -> list[dict]:
-    """Cell-by-cell p50 ratios new/base over the cells both measured (ok in both)."""
+    """Cell-by-cell p50 ratios new/base over the cells both measured (ok in both), with the noise of each pair.
+
+    Raises:
+        AbawRtError: the files measured different models, or share no measured cell.
+    """
+    check_same_model(base, new)
     base_cells = {c.key: c for c in cells_of(base) if c.status == "ok"}
     rows = []
     for c in cells_of(new):
@@ -166,6 +200,7 @@ def compare(base: dict, new: dict) -> list[dict]:
                 "base_p50_ms": b.timing.p50_ms,
                 "new_p50_ms": c.timing.p50_ms,
                 "ratio": c.timing.p50_ms / b.timing.p50_ms,
+                "noise_ms": max(_spread(b), _spread(c), MIN_EFFECT_MS),
             }
         )
     if not rows:
@@ -174,4 +209,6 @@ def compare(base: dict, new: dict) -> list[dict]:
 
 
 def regressions(rows: list[dict], max_ratio: float) -> list[dict]:
-    return [r for r in rows if r["ratio"] > max_ratio]
+    """Cells slower than ``max_ratio`` x the baseline by more than their noise (the larger p99 - p50 of the two
+    runs, at least MIN_EFFECT_MS): one noisy run on a busy machine does not fail the gate, a real slow-down does."""
+    return [r for r in rows if r["ratio"] > max_ratio and r["new_p50_ms"] - r["base_p50_ms"] > r.get("noise_ms", 0.0)]

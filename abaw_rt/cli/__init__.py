@@ -65,7 +65,7 @@ from rich.console import Console  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from abaw_rt import __version__  # noqa: E402
-from abaw_rt.errors import AbawRtError  # noqa: E402
+from abaw_rt.errors import EXTRA_OF, AbawRtError, missing_module_message  # noqa: E402
 
 
 class Terminated(KeyboardInterrupt):
@@ -160,6 +160,7 @@ app = typer.Typer(
     cls=OneLineGroup,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: wraps at any width, never cuts an option name or default with "…"
     help="Deploy the TCN + Transformer audio-visual emotion model (ABAW5): export, verify, run.",
 )
 out = Console()
@@ -177,6 +178,12 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except AbawRtError as exc:
             print_error(str(exc))
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:  # an optional extra not installed: one line with the install command
+            root = (exc.name or "").split(".")[0]
+            if root not in EXTRA_OF:
+                raise
+            print_error(missing_module_message(root))
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)

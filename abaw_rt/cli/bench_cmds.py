@@ -11,9 +11,10 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cli.options import ThreadsOpt, pin_threads
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, Precision
-from abaw_rt.errors import AbawRtError
+from abaw_rt.errors import AbawRtError, missing_module_message
 
 
 class Graphs(str, Enum):
@@ -41,14 +42,18 @@ def bench(
     batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", min=1, help="Batch sizes (default 1 8 32).")] = None,
     graphs: Annotated[Graphs, typer.Option(help="CUDA graphs off, on, or both (where a backend has them).")] = Graphs.both,
     device: Annotated[Device, typer.Option(help="cpu, or cuda for the GPU backends.")] = Device.cpu,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and onnxruntime.")] = None,
+    threads: ThreadsOpt = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 3,
     min_iters: Annotated[int, typer.Option(min=1, help="Timed calls per cell, at least.")] = 10,
     min_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds per cell, at least.")] = 1.0,
     max_seconds: Annotated[float, typer.Option(min=0.001, help="A cell stops after this long even below --min-iters.")] = 20.0,
-    out_dir: Annotated[Path, typer.Option(file_okay=False, help="Folder for the JSON, markdown and PNG.")] = Path(
-        "benchmarks/results"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", "--out-dir", file_okay=False,
+            help="Folder for the JSON, markdown and PNG (created; default: the scratch folder abaw_rt_bench/).",
+        ),
+    ] = Path("abaw_rt_bench"),
     name: Annotated[Optional[str], typer.Option(help="File stem (default: bench_<device>_<date-time>).")] = None,
     compare_files: Annotated[
         Optional[tuple[Path, Path]],
@@ -81,6 +86,7 @@ def bench(
     or compare two result files (--compare)."""
     from abaw_rt.bench.report import compare, load_report
 
+    threads = pin_threads(threads)
     if video is not None:
         _video(
             video, source, backend, precision, device, threads, extractors, detector, detect_every, decode_threads,
@@ -91,7 +97,9 @@ def bench(
     if compare_files is not None:
         if source is not None:
             raise AbawRtError("--compare takes two result files and no SOURCE")
-        rows = compare(load_report(compare_files[0]), load_report(compare_files[1]))
+        base, new = load_report(compare_files[0]), load_report(compare_files[1])
+        rows = compare(base, new)
+        _warn_machines(base, new)
         _print_ratios(rows, fail_above_ratio, f"{compare_files[1].name} / {compare_files[0].name}")
         return
     if source is None:
@@ -107,7 +115,9 @@ def bench(
 
         out.print_json(json.dumps(report))
     if baseline is not None:
-        rows = compare(load_report(baseline), report)
+        base = load_report(baseline)
+        rows = compare(base, report)
+        _warn_machines(base, report)
         _print_ratios(rows, fail_above_ratio, f"{path.name} / {baseline.name}")
     failed = [c for c in report["cells"] if c["status"] == "error"]
     if failed:
@@ -143,31 +153,38 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
     scratch = tempfile.TemporaryDirectory(prefix="abaw-rt-bench-")  # graphs exported for the sweep only
     factory = RunnerFactory(source, device=cfg.device, threads=cfg.threads, workdir=Path(scratch.name))
     table = Table(title=f"abaw-rt bench: {source.name} on {cfg.device}" + (f", {threads} threads" if threads else ""))
-    for col in ("backend", "prec", "B", "T", "graphs", "p50 ms", "p90 ms", "p99 ms", "frames/s", "1st call ms", "RSS MB", "status"):
-        table.add_column(col, overflow="fold")
+    names = ("backend", "prec", "B", "T", "graphs", "p50 ms", "p90 ms", "p99 ms", "frames/s", "1st call ms", "RSS MB", "status")
+    # under 110 columns (an 80-column terminal, a pipe): the columns that fit whole; all of them are in the JSON
+    shown = range(len(names)) if out.width >= 110 else (0, 1, 2, 3, 4, 5, 7, 8)
+    for i in shown:
+        table.add_column(names[i], no_wrap=True, justify="right" if i >= 2 else "left")
     total = len(cfg.backends) * len(cfg.precisions) * len(cfg.cuda_graphs) * len(cfg.times) * len(cfg.batches)
     done = [0]
 
     def progress(cell):
         done[0] += 1
-        status.update(f"bench {done[0]}/{total}: {cell.backend} {cell.precision} B={cell.batch} T={cell.time}")
+        line = f"bench {done[0]}/{total}: {cell.backend} {cell.precision} B={cell.batch} T={cell.time}"
+        status.update(line)
+        if not err.is_terminal:  # a log or a pipe: one plain line per cell instead of the spinner
+            err.print(line, highlight=False, markup=False)
 
     with scratch, err.status("bench: preparing runners") as status:
         cells = run_sweep(cfg, factory, progress)
     notes: dict[tuple, str] = {}
     for c in cells:
         if c.status == "ok":
-            table.add_row(*cell_row(c))
+            row = cell_row(c)
+            table.add_row(*(row[i] for i in shown))
         else:  # skips and errors: one line per backend/precision/graphs group, below the table
             notes.setdefault((c.status, c.backend, c.precision, c.cuda_graphs), c.reason)
     out.print(table)
     for (status, b, p, g), why in notes.items():
-        out.print(f"{status} {b} {p}{' graphs' if g else ''}: {why}", highlight=False, soft_wrap=True)
-    source_info = {"path": str(source), "kind": factory.kind}
-    if factory.kind == "checkpoint":
+        out.print(f"{status} {b} {p}{' graphs' if g else ''}: {why}", highlight=False, soft_wrap=True, markup=False)
+    source_info = {"path": str(source), "kind": report_kind(factory.source)}
+    if factory.source.kind.value == "checkpoint":
         from abaw_rt.model.config import flops_per_frame, parameter_count
 
-        ck = factory.checkpoint()
+        ck = factory.source.detail
         source_info.update(
             sha256=ck.sha256,
             heads=list(ck.header.config.heads),
@@ -192,29 +209,23 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     """``abaw-rt bench --video``: the pipeline of ``abaw-rt infer``, per stage, over ``runs`` runs."""
     from abaw_rt.bench.pipeline_bench import bench_video
     from abaw_rt.bench.report import make_report, save_report
-    from abaw_rt.bench.sweep import artefact_kind
+    from abaw_rt.artefacts import RunOptions, open_artefact, open_runner
     from abaw_rt.cli.infer_cmds import detector_or_default, spec_or_default
     from abaw_rt.machine import machine_info
-    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
+    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
 
     if len(backend or ()) > 1 or len(precision or ()) > 1:
         raise AbawRtError("--video measures one fusion backend and precision: give --backend and -p at most once")
     spec = spec_or_default(extractors)
     det = detector_or_default(detector, spec)
-    kind = artefact_kind(source) if source is not None else "checkpoint"
     if source is None:
         from abaw_rt import defaults
 
         source = defaults.checkpoint_path()
-    fusion = load_fusion(
-        source if kind == "checkpoint" else None,
-        source if kind == "onnx" else None,
-        backend[0].value if backend else None,
-        precision[0].value if precision else None,
-        resolve_device(device.value),
-        threads,
-        engine=source if kind == "engine" else None,
-    )
+    artefact = open_artefact(source)
+    options = RunOptions(precision=precision[0].value if precision else None, device=resolve_device(device.value),
+                         threads=threads)  # fmt: skip
+    fusion = open_runner(artefact, backend[0].value if backend else None, options)
     config = PipelineConfig(
         detect_every=detect_every, decode_threads=decode_threads, infer_threads=threads, device=resolve_device(device.value), plot=False
     )
@@ -229,7 +240,7 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     report = make_report(
         "pipeline",
         machine_info(),
-        {"path": str(source), "kind": kind, "video": str(video)},
+        {"path": str(source), "kind": report_kind(artefact), "video": str(video)},
         {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(config).items()} | {"runs": runs},
         [],
         extra={"pipeline": result},
@@ -255,57 +266,66 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
             f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}",
         )
     out.print(table)
-    out.print(f"saved {path}")
+    out.print(f"saved {path}", soft_wrap=True, markup=False)
+
+
+def report_kind(artefact) -> str:
+    """The source kind in bench reports (schema abaw-rt-bench/1): checkpoint, onnx or engine."""
+    return "onnx" if artefact.kind.value == "fusion-graph" else artefact.kind.value
 
 
 def _check_source(source: Path, device: str) -> None:
     """AbawRtError for a corrupt checkpoint, weights that do not fit its config, a graph whose inputs differ
     from its metadata or with hostile external data, or an engine without a readable sidecar or (on cuda)
     built for another GPU or TensorRT, or changed since (checked without deserialising it)."""
-    import importlib.util
+    from abaw_rt.artefacts import Kind, open_artefact, open_runner
+    from abaw_rt.graphs.metadata import info_from_props
 
-    from abaw_rt.bench.sweep import artefact_kind
-
-    kind = artefact_kind(source)
-    if kind == "checkpoint":
-        from abaw_rt.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(source)
-        if importlib.util.find_spec("torch") is not None:
+    artefact = open_artefact(source)  # reads the checkpoint, the graph's metadata or the engine's sidecar
+    if artefact.kind is Kind.onnx:
+        info_from_props(artefact.detail, str(source))  # not an exported fusion graph: says what it lacks
+    if artefact.kind is Kind.checkpoint:
+        try:
             from abaw_rt.model.fusion import build_model
-
-            build_model(ckpt)
-    elif kind == "onnx":
-        from abaw_rt.runners.ort_runner import OrtRunner
-
-        with OrtRunner(source):  # reads the metadata, checks external data and the session's real inputs
+        except ModuleNotFoundError as exc:  # every cell of a checkpoint needs torch (ort and trt export it first)
+            raise AbawRtError(
+                missing_module_message("torch", "torch", f"a checkpoint is benchmarked through torch; {exc}")
+                + " (or benchmark an exported .onnx graph)"
+            ) from None
+        build_model(artefact.detail)
+    elif artefact.kind is Kind.fusion_graph:
+        with open_runner(artefact, "ort"):  # checks external data and the session's real inputs
             pass
-    elif device == "cuda":
-        from abaw_rt.runners.trt_runner import TrtRunner
+    elif artefact.kind is Kind.engine and device == "cuda":
+        open_runner(artefact, "trt")  # refuses an engine for another GPU or TensorRT, or changed since
 
-        TrtRunner(source)
-    else:
-        from abaw_rt.trt.sidecar import read_sidecar
 
-        read_sidecar(source)
+def _warn_machines(base: dict, new: dict) -> None:
+    from abaw_rt.bench.report import machine_differences
+
+    diff = machine_differences(base, new)
+    if diff:
+        err.print(f"warning: the two runs are from different machines ({'; '.join(diff)}): ratios compare machines "
+                  "as much as code", highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_ratios(rows, fail_above_ratio, title) -> None:
     from abaw_rt.bench.report import regressions
 
+    worse = regressions(rows, fail_above_ratio) if fail_above_ratio is not None else []
     table = Table(title=f"p50 ratio {title}")
     for col in ("backend", "prec", "B", "T", "graphs", "base ms", "new ms", "ratio"):
         table.add_column(col)
     for r in rows:
-        bad = fail_above_ratio is not None and r["ratio"] > fail_above_ratio
+        bad = fail_above_ratio is not None and r in worse
         table.add_row(
             r["backend"], r["precision"], str(r["batch"]), str(r["time"]), "on" if r["cuda_graphs"] else "off",
             f"{r['base_p50_ms']:.2f}", f"{r['new_p50_ms']:.2f}", f"[red]{r['ratio']:.3f}[/]" if bad else f"{r['ratio']:.3f}",
         )
     out.print(table)
     if fail_above_ratio is not None:
-        worse = regressions(rows, fail_above_ratio)
+        rule = f"{fail_above_ratio}x the baseline by more than the runs' noise (p99 - p50, >= 0.25 ms)"
         if worse:
-            err.print(f"regression: {len(worse)} cell(s) slower than {fail_above_ratio}x the baseline", highlight=False)
+            err.print(f"regression: {len(worse)} cell(s) slower than {rule}", highlight=False)
             raise typer.Exit(1)
-        out.print(f"no cell slower than {fail_above_ratio}x the baseline")
+        out.print(f"no cell slower than {rule}", highlight=False)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from abaw_rt.cli import app, out, user_errors
 
@@ -41,9 +40,8 @@ def list_defaults(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """List the built-in offline models: where they are, their sizes, sha256 and licences."""
-    import hashlib
-
     from abaw_rt import defaults
+    from abaw_rt.io import file_sha256
 
     rows = []
     for f in defaults.FILES:
@@ -54,7 +52,7 @@ def list_defaults(
                 "role": f.role,
                 "path": str(f.path),
                 "bytes": f.path.stat().st_size if present else None,
-                "sha256": hashlib.sha256(f.path.read_bytes()).hexdigest() if present else None,
+                "sha256": file_sha256(f.path) if present else None,
                 "licence": str(defaults.DEFAULTS_DIR / f.licence) if f.licence else "abaw-rt (MIT)",
                 "built_by": defaults.BUILT_BY.get(f.name, "-"),
             }
@@ -63,10 +61,13 @@ def list_defaults(
         folder = str(defaults.DEFAULTS_DIR)
         out.print_json(data={"folder": folder, "demo_heads": list(defaults.DEMO_HEADS), "files": rows})
         return
-    table = Table(title=f"abaw-rt built-in defaults ({defaults.DEFAULTS_DIR})")
-    for col in ("file", "role", "size", "licence", "built by"):
-        table.add_column(col, overflow="fold")
+    # One block per file, no table: readable at 80 columns and in a pipe, nothing cut (the same in --json).
+    out.print(f"abaw-rt built-in defaults in {defaults.DEFAULTS_DIR}", soft_wrap=True, highlight=False, markup=False)
     for r in rows:
-        size = f"{r['bytes'] / 1e6:.2f} MB" if r["bytes"] is not None else "[red]missing[/]"
-        table.add_row(r["file"], r["role"], size, Path(r["licence"]).name, r["built_by"])
-    out.print(table)
+        size = f"{r['bytes'] / 1e6:.2f} MB" if r["bytes"] is not None else "MISSING"
+        lines = [
+            f"{r['file']}  ({size}): {r['role']}",
+            f"  sha256   {r['sha256'] or '-'}",
+            f"  licence  {Path(r['licence']).name}; built by {r['built_by']}",
+        ]
+        out.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)

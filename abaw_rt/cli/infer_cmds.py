@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors, warn_lost_frames
+from abaw_rt.cli.options import pin_threads
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, FaceChoice, Merge, Precision, Task
 from abaw_rt.errors import AbawRtError
@@ -42,7 +43,8 @@ DecodeThreadsOpt = Annotated[
     int, typer.Option("--decode-threads", min=0, help="Video decoder threads (0: FFmpeg's choice).")
 ]
 ThreadsOpt = Annotated[
-    Optional[int], typer.Option("--threads", min=1, help="Inference threads per model (default: all cores).")
+    Optional[int],
+    typer.Option("--threads", min=1, help="Inference threads per model (default: 1 on <= 2 cores, else all cores)."),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the models run.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON on stdout.")]
@@ -59,14 +61,12 @@ def spec_or_default(extractors: Path | None):
 
 
 def detector_or_default(detector: Path | None, spec=None):
-    from abaw_rt.pipeline.extractor_spec import load_detector
+    from abaw_rt.pipeline.extractor_spec import default_detector_spec, load_detector
 
     if detector is not None:
         return load_detector(detector)
     if spec is not None and spec.detector is None:  # a spec without [detector]: the built-in RetinaFace
-        from abaw_rt import defaults
-
-        return defaults.detector_spec()
+        return default_detector_spec()
     return None
 
 
@@ -169,6 +169,7 @@ def infer(
     from abaw_rt.pipeline.outputs import check_out_dir, write_outputs
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
 
+    threads = pin_threads(threads)
     spec = spec_or_default(extractors)
     det = detector_or_default(detector, spec)
     demo = checkpoint is None and model is None and engine is None
@@ -252,6 +253,7 @@ def extract(
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
     from abaw_rt.store import FeatureStore
 
+    threads = pin_threads(threads)
     spec = spec_or_default(extractors)
     det = detector_or_default(detector, spec)
     config = PipelineConfig(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,9 +12,10 @@ from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
 from abaw_rt.vocab import ModelSize as Size
-from abaw_rt.vocab import Precision, Preset
+from abaw_rt.vocab import Exporter, Precision, Preset
 from abaw_rt.cli.engine_cmds import ProfileOpt, RecipeOpt, Target, build_config, print_engines
-from abaw_rt.errors import AbawRtError
+from abaw_rt.cli.options import ThreadsOpt, pin_threads
+from abaw_rt.errors import AbawRtError, require_module
 
 
 @app.command("init-checkpoint")
@@ -59,14 +61,25 @@ def export(
     ] = Target.onnx,
     recipe: RecipeOpt = None,
     profile: ProfileOpt = None,
+    exporter: Annotated[
+        Exporter, typer.Option(help="torchscript (seconds) or dynamo (torch.export; about a minute for the tiny model).")
+    ] = Exporter.torchscript,
+    threads: ThreadsOpt = None,
+    progress: Annotated[
+        Optional[bool], typer.Option("--progress/--no-progress", help="Step lines on stderr (default: in a terminal).")
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
     from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
 
-    if out_dir is not None and not out_dir.is_dir():
-        raise AbawRtError(f"--out-dir '{out_dir}': no such folder")
+    require_checkpoint_file(checkpoint, "export")
+    threads = pin_threads(threads)
     ckpt = load_checkpoint(checkpoint)
+    require_module("torch", "torch")  # before --out-dir is created
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     if to is Target.trt:  # refuse early (no GPU, no TensorRT, bad recipe) rather than after the exports
         from abaw_rt.trt.compat import import_tensorrt
 
@@ -74,8 +87,13 @@ def export(
         import_tensorrt(build_cfg.device)
     results = []
     for p in dict.fromkeys(precision):  # keep order, drop repeats
-        with err.status(f"exporting {checkpoint.name} ({p.value})"):
-            results.append(export_onnx(ckpt, onnx_path_for(checkpoint, p.value, out_dir), precision=p.value))
+        target = onnx_path_for(checkpoint, p.value, out_dir)
+        results.append(
+            export_onnx(
+                ckpt, target, precision=p.value, exporter=exporter.value,
+                progress=_progress(target.name) if (err.is_terminal if progress is None else progress) else None,
+            )
+        )
     if to is Target.trt:
         from abaw_rt.engines.builder import build_engine
 
@@ -100,7 +118,7 @@ def export(
         return
     table = Table(title="abaw-rt export")
     for col in ("graph", "precision", "lengths checked vs torch", "max |Δ|"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in results:
         table.add_row(str(r.path), r.precision, ", ".join(map(str, r.checked_lengths)), f"{r.max_abs_error:.2e}")
     out.print(table)
@@ -137,19 +155,20 @@ def verify(
     fp32_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp32 graphs.")] = None,
     fp16_atol: Annotated[Optional[float], typer.Option(min=0.0, help="Max abs error allowed for fp16 graphs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random features.")] = 0,
+    threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure."""
     import dataclasses
 
-    from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import PRECISIONS, onnx_path_for
-    from abaw_rt.runners.ort_runner import OrtRunner
-    from abaw_rt.runners.torch_runner import TorchRunner
+    from abaw_rt.artefacts import Kind, RunOptions, check_provenance, onnx_path_for, open_artefact, open_runner
+    from abaw_rt.trt.profiles import fits_any
     from abaw_rt.verify import DEFAULT_TOLERANCES, default_grid, run_verify
 
-    ckpt = load_checkpoint(checkpoint)
-    beside = [p for p in (onnx_path_for(checkpoint, x) for x in PRECISIONS) if p.is_file()]
+    require_checkpoint_file(checkpoint, "verify")
+    threads = pin_threads(threads)
+    ckpt = open_artefact(checkpoint, Kind.checkpoint)
+    beside = [p for p in (onnx_path_for(checkpoint, x.value) for x in Precision) if p.is_file()]
     graphs = list(onnx or ([] if engine else beside))  # with --engine only, check just the engines
     if not graphs and not engine:
         raise AbawRtError(
@@ -160,30 +179,17 @@ def verify(
         if atol is not None:
             tolerances[prec] = dataclasses.replace(tolerances[prec], max_abs=atol)
     grid = default_grid(ckpt.header.window, batches=tuple(batch or (1, 4)), lengths=length)
+    to_check = [(g, Kind.fusion_graph, RunOptions(provider=provider, threads=threads), f"ort-{provider}") for g in graphs]
+    to_check += [(p, Kind.engine, RunOptions(device="cuda"), "trt") for p in engine or ()]
     candidates = {}
-    for g in graphs:
-        runner = OrtRunner(g, provider=provider)
-        if runner.info.checkpoint_sha256 != ckpt.sha256:
-            raise AbawRtError(
-                f"ONNX '{g}' was exported from another checkpoint (sha256 {runner.info.checkpoint_sha256[:12]}…, "
-                f"'{checkpoint}' is {ckpt.sha256[:12]}…); re-export it: abaw-rt export {checkpoint}"
-            )
-        candidates[f"{g.name} (ort-{provider})"] = runner
-    if engine:
-        from abaw_rt.runners.trt_runner import TrtRunner
-        from abaw_rt.trt.profiles import fits_any
-
-        for plan in engine:
-            runner = TrtRunner(plan)  # refuses an engine for another GPU, TensorRT or graph
-            if runner.sidecar.checkpoint_sha256 != ckpt.sha256:
-                raise AbawRtError(
-                    f"engine '{plan}' was built from another checkpoint's graph; re-export and rebuild it: "
-                    f"abaw-rt export {checkpoint} --to trt"
-                )
-            candidates[f"{plan.name} (trt)"] = runner
-            if not length and not batch:  # the default grid, cut to what every engine's profiles accept
-                grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
-    reference = TorchRunner(ckpt)
+    for path, kind, options, label in to_check:
+        artefact = open_artefact(path, kind)
+        runner = open_runner(artefact, options=options)  # an engine for another GPU or TensorRT is refused first
+        check_provenance(artefact, ckpt)
+        candidates[f"{path.name} ({label})"] = runner
+        if kind is Kind.engine and not length and not batch:  # the default grid, cut to what engines accept
+            grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
+    reference = open_runner(ckpt, "torch", RunOptions(threads=threads))
     with err.status(f"verifying {len(candidates)} graph(s) over {len(grid)} cases"):
         with reference:
             for r in candidates.values():
@@ -199,6 +205,28 @@ def verify(
         _print_verify(report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _progress(name: str):
+    """Export steps as plain lines on stderr (readable in a terminal, a log or a pipe)."""
+    start = time.perf_counter()
+
+    def say(line: str) -> None:
+        err.print(f"export {name}: {line} ({time.perf_counter() - start:.1f} s)", highlight=False, markup=False, soft_wrap=True)
+
+    return say
+
+
+def require_checkpoint_file(path: Path, verb: str) -> None:
+    """A graph or an engine given where a checkpoint is expected: say what the file is and what the verb takes."""
+    what = {".onnx": "an ONNX graph", ".plan": "a TensorRT engine", ".engine": "a TensorRT engine"}.get(path.suffix)
+    if what is None:
+        return
+    hint = {
+        "export": "it is already exported; check it with: abaw-rt verify CKPT --onnx " + str(path),
+        "verify": f"pass the checkpoint it came from with the graph: abaw-rt verify CKPT --{'onnx' if path.suffix == '.onnx' else 'engine'} {path}",
+    }[verb]
+    raise AbawRtError(f"'{path}' is {what}; 'abaw-rt {verb}' takes a checkpoint (.safetensors): {hint}")
 
 
 def _print_verify(report) -> None:
@@ -227,16 +255,17 @@ def info(
     artefact: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint, an ONNX graph or an engine plan.")
     ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything the file says, as JSON.")] = False,
 ) -> None:
-    """Print what a checkpoint, ONNX graph or engine sidecar says about itself (config, features, labels, specs)."""
-    if artefact.suffix in (".plan", ".engine"):
-        from abaw_rt.trt.sidecar import read_sidecar
+    """What a checkpoint, ONNX graph or engine sidecar says about itself: a summary, or everything with --json."""
+    from abaw_rt.artefacts import Kind, open_artefact
 
-        data = read_sidecar(artefact).to_dict()
-    elif artefact.suffix == ".onnx":
-        from abaw_rt.graphs.metadata import read_onnx_info
-
-        i = read_onnx_info(artefact)
+    a = open_artefact(artefact)
+    kind = a.kind.noun.split(" ", 1)[1]  # "checkpoint", "exported fusion graph", ...
+    if a.kind is Kind.engine:
+        data = a.detail.to_dict()
+    elif a.kind is Kind.fusion_graph:
+        i = a.detail
         data = {
             "precision": i.precision,
             "checkpoint_sha256": i.checkpoint_sha256,
@@ -245,12 +274,43 @@ def info(
             "outputs": [s.to_dict() for s in i.outputs],
             **i.header.to_dict(),
         }
+    elif a.kind is Kind.onnx:
+        data = {"kind": a.kind.value, "metadata_props": a.detail, "note": "not exported by abaw-rt"}
     else:
-        from abaw_rt.checkpoint import load_checkpoint
         from abaw_rt.model.config import parameter_count
 
-        c = load_checkpoint(artefact)
-        data = c.header.to_dict(include_normalization=False)
-        data["normalization"] = {m: f"{c.header.config.modality_dim(m)} dims" for m in c.header.config.modalities}
-        data.update(sha256=c.sha256, parameters=parameter_count(c.header.config))
-    out.print_json(json.dumps(data))
+        data = a.header.to_dict(include_normalization=False)
+        data["normalization"] = {m: f"{a.header.config.modality_dim(m)} dims" for m in a.header.config.modalities}
+        data.update(sha256=a.sha256, parameters=parameter_count(a.header.config))
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    for key, value in info_summary(kind, data):
+        out.print(f"{key + ':':<12} {value}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _features(features) -> str:
+    return ", ".join(f"{f.get('name')} {f.get('dim')} ({f.get('modality')})" for f in features or [])
+
+
+def info_summary(kind: str, data: dict) -> list[tuple[str, str]]:
+    """A few lines a person reads: what the file is, its model, features, heads, windows and identity."""
+    cfg = data.get("config") or {}
+    rows = [("file", kind)]
+    if cfg:
+        heads = cfg.get("heads") or []
+        rows.append(("heads", ", ".join(heads)))
+        rows.append(("features", _features(cfg.get("features"))))
+        if "parameters" in data:
+            rows.append(("parameters", f"{data['parameters'] / 1e6:.2f} M"))
+    for key in ("window", "stride", "fps", "precision"):
+        if data.get(key) is not None:
+            rows.append((key, str(data[key])))
+    for key in ("inputs", "outputs"):
+        if data.get(key):
+            rows.append((key, ", ".join(f"{s['name']} {tuple(s['shape'])}" for s in data[key])))
+    for key in ("sha256", "checkpoint_sha256", "tensorrt_version", "gpu", "exported_by"):
+        if data.get(key):
+            rows.append((key.replace("_", " "), str(data[key])))
+    rows.append(("more", "abaw-rt info FILE --json prints everything"))
+    return rows

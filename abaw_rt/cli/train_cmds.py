@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
+from abaw_rt.cli.options import ThreadsOpt, pin_threads
 from abaw_rt.vocab import Device
 from abaw_rt.vocab import ModelSize as Size
 
@@ -35,10 +36,12 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue the run in --out from it
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _config(recipe: Path, data, size, epochs, device, seed, sets):
-    from abaw_rt.train.config import load_recipe
+def _config(recipe: Path, data, size, epochs, device, seed, sets, threads=None):
+    from abaw_rt.train.config import load_train_recipe
 
-    cfg = load_recipe(recipe, sets or ())
+    cfg = load_train_recipe(recipe, sets or ())
+    if threads is not None or cfg.run.threads == 0:  # --threads, else the small-machine default
+        threads = pin_threads(threads)
     changes: dict = {}
     if data is not None:
         changes["data"] = {"root": str(data)}
@@ -46,7 +49,7 @@ def _config(recipe: Path, data, size, epochs, device, seed, sets):
         changes["model"] = {"size": size.value}
     if epochs is not None:
         changes["optim"] = {"epochs": epochs}
-    run = {k: v for k, v in (("device", device.value if device else None), ("seed", seed)) if v is not None}
+    run = {k: v for k, v in (("device", device.value if device else None), ("seed", seed), ("threads", threads)) if v is not None}
     if run:
         changes["run"] = run
     return cfg.replace(**changes) if changes else cfg
@@ -88,11 +91,12 @@ class RichReporter:
 
     def epoch_end(self, record) -> None:
         shown = {k: v for k, v in record.metrics.items() if not k.startswith("f1_") and k != "frames"}
-        metrics = " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+        # name=value pairs: a narrow terminal or a log wraps between pairs, never between a metric and its value
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in shown.items())
         star = " [green]best[/]" if record.best else ""
         self.progress.console.print(
-            f"{self.prefix}epoch {record.epoch}: train loss {record.train_loss:.4f}, val loss {record.val_loss:.4f}, "
-            f"{metrics} ({record.seconds:.1f} s){star}",
+            f"{self.prefix}epoch {record.epoch}: train_loss={record.train_loss:.4f} val_loss={record.val_loss:.4f} "
+            f"{metrics} ({record.seconds:.1f}s){star}",
             highlight=False,
         )
 
@@ -118,12 +122,13 @@ def train_cmd(
     seed: SeedOpt = None,
     sets: SetOpt = None,
     resume: ResumeOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model from a recipe; the best epoch (by validation metric) is saved as <out>/best.safetensors."""
     from abaw_rt.train.loop import check_run_folder, load_data, train
 
-    cfg = _config(recipe, data, size, epochs, device, seed, sets)
+    cfg = _config(recipe, data, size, epochs, device, seed, sets, threads)
     out_dir = out_dir or Path("runs") / recipe.stem
     check_run_folder(out_dir, resume)
     with err.status(f"reading {cfg.data.features_dir()} and {cfg.data.annotations_dir('')}"):
@@ -151,7 +156,7 @@ def train_cmd(
     table.add_column("best epoch")
     for k in _headline(res.best_metrics):
         table.add_column(k)
-    table.add_column("checkpoint")
+    table.add_column("checkpoint", overflow="fold")
     table.add_row(str(res.best_epoch), *(f"{v:.4f}" for v in _headline(res.best_metrics).values()), str(res.best_path))
     out.print(table)
 
@@ -172,13 +177,14 @@ def crossval_cmd(
     seed: SeedOpt = None,
     sets: SetOpt = None,
     resume: ResumeOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """K-fold cross-validation over the recipe's training + validation videos, with a summary table."""
     from abaw_rt.train.crossval import SUMMARY_JSON, crossval
     from abaw_rt.train.loop import load_data
 
-    cfg = _config(recipe, data, size, epochs, device, seed, sets)
+    cfg = _config(recipe, data, size, epochs, device, seed, sets, threads)
     if folds is not None:
         cfg = cfg.replace(run={"folds": folds})
     out_dir = out_dir or Path("runs") / f"{recipe.stem}-cv"

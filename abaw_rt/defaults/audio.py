@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000  # the pipeline's audio rate (PAPER.md, "Pre-processing")
+SAMPLE_RATE = 16000  # the pipeline's audio rate (Zhou et al. 2023, pre-processing)
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms: the spec's hop between windows
 N_FFT = 512  # the window zero-padded to 512 points (VGGish)

@@ -32,7 +32,7 @@ from abaw_rt.train.windows import training_windows
 
 FEATURES = (FeatureGroup("fer", 7, "visual"), FeatureGroup("logmel", 65, "audio"))
 HEADS = ("va", "expr")
-# A small width of the paper's architecture (PAPER.md, "Model": causal TCN k=5, dilations 1/2/4, Transformer).
+# A small width of the paper's architecture (Zhou et al. 2023, method: TCN, fusion, Transformer: causal TCN k=5, dilations 1/2/4, Transformer).
 DEMO_WIDTHS = dict(
     visual_channels=(64, 64, 64),
     audio_channels=(32, 32, 32),
@@ -53,12 +53,12 @@ class DemoTrainConfig:
     """How the demo model is trained (the script's defaults made the shipped checkpoint)."""
 
     epochs: int = 20  # passes over the training windows
-    batch_size: int = 32  # windows per step (PAPER.md: 32 segments)
+    batch_size: int = 32  # windows per step (Zhou et al. 2023: 32 segments)
     lr: float = 1e-3  # AdamW peak; higher than the paper's 3e-5, which suits 40 M parameters, not 0.1 M
     weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0  # PAPER.md: one epoch of linear warm-up, then cosine
+    warmup_epochs: float = 1.0  # Zhou et al. 2023: one epoch of linear warm-up, then cosine
     dropout: float = 0.1  # small model, plentiful synthetic data: less than the paper's 0.3
-    window: int = 300  # PAPER.md, "Segments"
+    window: int = 300  # Zhou et al. 2023, segments, w = 300 / s = 200
     stride: int = 200
     expr_weight: float = 1.0  # loss = va_loss + expr_weight * expr_loss
     seed: int = 0

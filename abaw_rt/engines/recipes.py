@@ -8,6 +8,7 @@ how much builder workspace to allow and which builder optimisation level to use.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -20,7 +21,7 @@ RECIPES_DIR = Path("engines") / "recipes"
 
 
 @dataclass(frozen=True)
-class Recipe:
+class EngineRecipe:
     """How to build engines for one target."""
 
     name: str  # short name, the file's stem ("h100")
@@ -42,7 +43,7 @@ class Recipe:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping, source: str) -> "Recipe":
+    def from_dict(cls, d: Mapping, source: str) -> "EngineRecipe":
         if not isinstance(d, Mapping) or d.get("format") != RECIPE_FORMAT:
             got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
             raise AbawRtError(f"recipe '{source}': format {got!r}, expected {RECIPE_FORMAT!r}")
@@ -65,24 +66,29 @@ class Recipe:
         )
 
 
-def recipe_dirs() -> list[Path]:
-    """Where recipe names are looked up: ``./engines/recipes``, then the source tree's (editable installs)."""
-    here = Path(__file__).resolve().parents[2] / RECIPES_DIR
-    dirs = [RECIPES_DIR]
-    if here.resolve() != RECIPES_DIR.resolve():
-        dirs.append(here)
-    return dirs
+def recipe_dirs() -> list:
+    """Where recipe names are looked up: ``./engines/recipes`` (your own), then the recipes shipped inside the
+    package (``abaw_rt/engines/recipe_files/``, read through importlib.resources, so they work from a wheel)."""
+    from importlib.resources import files
+
+    return [RECIPES_DIR, files("abaw_rt.engines") / "recipe_files"]
+
+
+def default_timing_cache() -> Path:
+    """TensorRT's timing cache: ``$ABAW_RT_CACHE`` or ``~/.cache/abaw-rt``, ``timing.cache`` (any working folder)."""
+    root = os.environ.get("ABAW_RT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "abaw-rt"
+    return Path(root) / "timing.cache"
 
 
 def available_recipes() -> list[str]:
     names: set[str] = set()
     for d in recipe_dirs():
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.json"))
+            names.update(p.name[: -len(".json")] for p in d.iterdir() if p.name.endswith(".json"))
     return sorted(names)
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
+def load_engine_recipe(name_or_path: str | Path) -> EngineRecipe:
     """A recipe by name (``h100``) or path (``my.json``).
 
     Raises:
@@ -93,7 +99,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = candidate
     else:
         path = next((d / f"{name_or_path}.json" for d in recipe_dirs() if (d / f"{name_or_path}.json").is_file()), None)
-    if path is None or not path.is_file():
+    if path is None or not path.is_file():  # (a Traversable from the package, or a Path)
         raise AbawRtError(
             f"recipe {str(name_or_path)!r}: no such file or recipe name; known recipes: {available_recipes() or 'none'}"
         )
@@ -101,4 +107,4 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AbawRtError(f"recipe '{path}': not readable JSON ({exc})") from None
-    return Recipe.from_dict(data, str(path))
+    return EngineRecipe.from_dict(data, str(path))

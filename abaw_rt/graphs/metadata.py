@@ -81,15 +81,13 @@ def info_from_props(props: Mapping[str, str], source: str) -> OnnxInfo:
     )
 
 
+def read_metadata_props(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata_props, read without loading its weights (nor importing ``onnx``: see protolite)."""
+    from abaw_rt.graphs.protolite import read_model_summary
+
+    return read_model_summary(Path(path), external=False).metadata
+
+
 def read_onnx_info(path: Path) -> OnnxInfo:
     """Read an exported graph's metadata without loading its weights."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise AbawRtError(f"ONNX '{path}': no such file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
-    return info_from_props({p.key: p.value for p in model.metadata_props}, str(path))
+    return info_from_props(read_metadata_props(path), str(path))

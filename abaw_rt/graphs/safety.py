@@ -13,28 +13,22 @@ def external_data_files(path: Path) -> list[Path]:
     Raises:
         AbawRtError: a location that is absolute, climbs out of the folder (``../``), or is missing.
     """
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    from abaw_rt.graphs.protolite import read_model_summary
 
     path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
+    refs = read_model_summary(path).external
     folder = path.parent.resolve()
     files: list[Path] = []
-    for tensor in _graph_tensors(model.graph, *model.functions):
-        if not uses_external_data(tensor):
-            continue
-        location = ExternalDataInfo(tensor).location
+    for ref in refs:
+        location = ref.location
         target = (folder / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(folder):
             raise AbawRtError(
-                f"ONNX '{path}': tensor '{tensor.name}' points its external data at '{location}', "
+                f"ONNX '{path}': tensor '{ref.tensor}' points its external data at '{location}', "
                 "outside the model's folder; refusing to load it"
             )
         if not target.is_file():
-            raise AbawRtError(f"ONNX '{path}': external data file '{location}' for tensor '{tensor.name}' is missing")
+            raise AbawRtError(f"ONNX '{path}': external data file '{location}' for tensor '{ref.tensor}' is missing")
         if target not in files:
             files.append(target)
     return files

@@ -10,7 +10,7 @@ from abaw_rt.specs import BATCH, TIME, TensorSpec
 
 MODALITIES = ("visual", "audio")
 
-# Per-frame outputs of each task head and their label names (PAPER.md, "Tasks").
+# Per-frame outputs of each task head and their label names (Zhou et al. 2023, the ABAW5 task definitions).
 HEAD_LABELS: dict[str, tuple[str, ...]] = {
     "va": ("valence", "arousal"),
     "expr": ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"),
@@ -32,7 +32,7 @@ class FeatureGroup:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The paper's architecture (PAPER.md, "Model"), defaults from the authors' code (upczww/abaw5)."""
+    """The paper's architecture (Zhou et al. 2023, method: TCN, fusion, Transformer), defaults from the authors' code (upczww/abaw5)."""
 
     features: tuple[FeatureGroup, ...]  # in input order: a modality's input is its groups concatenated
     heads: tuple[str, ...] = ("va",)  # any subset of "va", "expr", "au"; one shared trunk
@@ -114,7 +114,7 @@ class ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
 
 
-# The extractors of PAPER.md, "Features".
+# The extractors of Zhou et al. 2023, features.
 PAPER_FEATURES: dict[str, FeatureGroup] = {
     "eff": FeatureGroup("eff", 1280, "visual"),  # HSEmotion EfficientNet-B2 (AffectNet-8)
     "affectnet8": FeatureGroup("affectnet8", 512, "visual"),  # DAN, AffectNet 8 classes
@@ -123,7 +123,7 @@ PAPER_FEATURES: dict[str, FeatureGroup] = {
     "wav2vec2": FeatureGroup("wav2vec2", 512, "audio"),  # audeering wav2vec 2.0 (dimensional SER)
 }
 
-# The best feature set per task (PAPER.md, "Feature set per task").
+# The best feature set per task (Zhou et al. 2023, best feature set per task).
 PRESET_FEATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # preset: (feature names, heads)
     "va": (("eff", "affectnet8", "rafdb", "wav2vec2"), ("va",)),

@@ -1,4 +1,4 @@
-"""Model layer: the temporal convolutional network of one modality (PAPER.md, "Model" step 1).
+"""Model layer: the temporal convolutional network of one modality (Zhou et al. 2023, method, step 1: a TCN per modality).
 
 Activations stay in (batch, time, channels) layout, and each dilated convolution is computed as one
 matrix product over the K time-shifted copies of its input (im2col along time). On CPU this runs at

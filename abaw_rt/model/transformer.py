@@ -1,4 +1,4 @@
-"""Model layer: the Transformer encoder over a segment's frames (PAPER.md, "Model" step 3).
+"""Model layer: the Transformer encoder over a segment's frames (Zhou et al. 2023, method, step 3: the Transformer encoder).
 
 Written out rather than nn.TransformerEncoder so that (a) the key-padding mask is explicit and exports
 to plain ONNX ops, (b) LayerNorm and softmax run in FP32 even when the rest of the graph is FP16 (what a

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import re
@@ -51,7 +50,7 @@ class VideoPrediction:
 
 
 def abaw_lines(head: str, decisions: np.ndarray) -> Iterator[str]:
-    """ABAW annotation format: a header line, then one line per frame (PAPER.md, "Tasks")."""
+    """ABAW annotation format: a header line, then one line per frame (Zhou et al. 2023, the ABAW5 task definitions)."""
     yield ",".join(HEAD_LABELS[head])
     if head == "va":
         yield from (f"{v:.6f},{a:.6f}" for v, a in decisions)
@@ -101,87 +100,7 @@ def predictions_csv(pred: VideoPrediction) -> Iterator[str]:
         yield ",".join(f.format(v) for f, v in zip(fmt, vals))
 
 
-PLOT_BINS = 1500  # a 10-inch, 100-dpi figure has 1000 pixel columns: more points only cost memory
-
-
-def _envelope(t: np.ndarray, y: np.ndarray, bins: int = PLOT_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """Long tracks as a min/max envelope over ``bins`` time bins (extremes kept, memory bounded)."""
-    if len(t) <= 2 * bins:
-        return t, y
-    starts = np.linspace(0, len(t), bins + 1).astype(int)[:-1]
-    lo, hi = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
-    return np.repeat(t[starts], 2), np.stack([lo, hi], axis=1).ravel()
-
-
-def plot_png(pred: VideoPrediction) -> bytes:
-    """Valence/arousal over time with the expression strip (and AU probabilities), as PNG bytes (matplotlib Agg)."""
-    from abaw_rt.errors import require_module
-
-    require_module("matplotlib", "video")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    heads = list(pred.merged)
-    ratios = {"va": 3, "expr": 1, "au": 2}
-    fig = Figure(figsize=(10, 1.2 + 1.3 * sum(ratios[h] for h in heads) / 2), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(
-        len(heads), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [ratios[h] for h in heads]}
-    )
-    t = pred.frame_times
-    extent_t = (float(t[0]), float(t[-1]) + (float(t[-1] - t[-2]) if len(t) > 1 else 0.04))
-    missing = ~pred.face_found
-    step = max(1, -(-len(t) // (2 * PLOT_BINS)))  # image columns kept: at most 2 per plot bin
-    for ax, head in zip(axes[:, 0], heads):
-        d = pred.decisions[head]
-        if head == "va":
-            ax.plot(*_envelope(t, d[:, 0]), label="valence", lw=1)
-            ax.plot(*_envelope(t, d[:, 1]), label="arousal", lw=1)
-            ax.set_ylim(-1.05, 1.05)
-            ax.axhline(0, color="0.7", lw=0.5)
-            if missing.any():
-                tm, m = _envelope(t, missing.astype(np.uint8))
-                m = m.reshape(-1, 2).max(axis=1).repeat(2) if len(tm) != len(t) else m  # a bin with a gap shows it
-                ax.fill_between(tm, -1.05, 1.05, where=m.astype(bool), color="0.85", step="mid", label="no face")
-            ax.legend(loc="upper right", fontsize=8, ncol=3)
-            ax.set_ylabel("VA")
-        elif head == "expr":
-            import matplotlib
-
-            cmap = matplotlib.colormaps["tab10"].resampled(8)
-            ax.imshow(
-                d[None, ::step],
-                aspect="auto",
-                cmap=cmap,
-                vmin=-0.5,
-                vmax=7.5,
-                interpolation="nearest",
-                extent=(*extent_t, 0, 1),
-            )
-            ax.set_yticks([])
-            ax.set_ylabel("EXPR")
-            handles = [matplotlib.patches.Patch(color=cmap(i), label=n) for i, n in enumerate(HEAD_LABELS["expr"])]
-            ax.legend(
-                handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=8, fontsize=7, frameon=False
-            )
-        else:
-            ax.imshow(
-                pred.merged[head][::step].T,
-                aspect="auto",
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-                extent=(*extent_t, len(HEAD_LABELS["au"]) - 0.5, -0.5),
-            )
-            ax.set_yticks(range(len(HEAD_LABELS["au"])), HEAD_LABELS["au"], fontsize=6)
-            ax.set_ylabel("AU p")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(pred.name, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+from abaw_rt.pipeline.plot import PLOT_BINS, _envelope, plot_png  # noqa: E402,F401 (plot.png; re-exported)
 
 
 STALE_AFTER_S = 3600.0  # a staging folder of another host, or of an older abaw-rt (no owner in its name)

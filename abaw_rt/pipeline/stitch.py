@@ -1,7 +1,7 @@
 """Pipeline layer, stage 4b: merging overlapping window predictions into one per frame, then the decisions.
 
 Window outputs are first turned into what is averaged: VA values as they are, EXPR softmax
-probabilities, AU sigmoid probabilities (PAPER.md, "Segments": average before argmax or threshold).
+probabilities, AU sigmoid probabilities (Zhou et al. 2023, segments, w = 300 / s = 200: average before argmax or threshold).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from abaw_rt.errors import AbawRtError
 from abaw_rt.vocab import Merge
 
-AU_THRESHOLD = 0.5  # PAPER.md, "Tasks": AU sigmoid >= 0.5
+AU_THRESHOLD = 0.5  # Zhou et al. 2023, the ABAW5 task definitions: AU sigmoid >= 0.5
 
 
 

@@ -2,7 +2,7 @@
 
 One ``.txt`` file per video (or per person: ``<video>_left.txt`` / ``<video>_right.txt`` share one video),
 a header line, then one line per frame: line i after the header is frame i (1-based, the crop
-``<video>/0000i.jpg``). PAPER.md, "Tasks":
+``<video>/0000i.jpg``). Zhou et al. 2023, the ABAW5 task definitions:
 
 - VA: ``valence,arousal`` floats in [-1, 1]; -5 marks an invalid frame (either value -5 invalidates it).
 - EXPR: one integer 0..7 (Neutral, Anger, Disgust, Fear, Happiness, Sadness, Surprise, Other); -1 invalid.

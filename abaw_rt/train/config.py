@@ -22,7 +22,7 @@ from abaw_rt.vocab import Device, Merge, ModelSize, Task
 class ModelSection:
     features: tuple[str, ...]  # extractor names in input order; dims and modality come from the feature store
     size: ModelSize = ModelSize.paper  # base widths: the paper's, or tiny
-    dropout: float = 0.3  # PAPER.md "Training": dropout 0.3 (TCN, attention, heads)
+    dropout: float = 0.3  # Zhou et al. 2023, implementation details: dropout 0.3 (TCN, attention, heads)
     arch: tuple[tuple[str, Any], ...] = ()  # further ModelConfig fields, e.g. (("d_model", 64),): [model.arch] table
 
     def __post_init__(self) -> None:
@@ -62,7 +62,7 @@ class DataSection:
 
 @dataclass(frozen=True)
 class WindowSection:
-    window: int = 300  # segment length w (PAPER.md, "Segments")
+    window: int = 300  # segment length w (Zhou et al. 2023, segments, w = 300 / s = 200)
     stride: int = 200  # segment stride s; training windows keep the (shorter, padded) tail
     merge: Merge = Merge.centre  # how validation stitches overlapping windows: the inference pipeline's policy
 
@@ -73,7 +73,7 @@ class WindowSection:
 
 @dataclass(frozen=True)
 class OptimSection:
-    lr: float = 3e-5  # AdamW peak learning rate (PAPER.md, "Training")
+    lr: float = 3e-5  # AdamW peak learning rate (Zhou et al. 2023, implementation details)
     weight_decay: float = 1e-5  # AdamW weight decay
     batch_size: int = 32  # segments per step
     epochs: int = 40  # the paper is silent; authors' code: VA 40, EXPR and AU 30
@@ -102,7 +102,7 @@ class RunSection:
     amp: bool = False  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch intra-op CPU threads; 0 leaves torch's default
     eval_batch_size: int = 32  # windows per forward pass during validation
-    folds: int = 5  # cross-validation folds over train+validation videos (PAPER.md, five folds)
+    folds: int = 5  # cross-validation folds over train+validation videos (Zhou et al. 2023: five folds)
 
     def __post_init__(self) -> None:
         if self.threads < 0 or self.eval_batch_size < 1 or self.folds < 2:
@@ -320,7 +320,7 @@ def read_recipe_table(path: Path) -> dict:
         raise AbawRtError(f"recipe '{path}': not valid TOML ({exc})") from None
 
 
-def load_recipe(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_train_recipe(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a recipe file, apply ``section.key=value`` overrides, validate. The recipe name is the file stem."""
     path = Path(path)
     table = apply_overrides(read_recipe_table(path), overrides)

@@ -1,4 +1,4 @@
-"""Training layer: k-fold cross-validation over the training plus validation videos (PAPER.md, five folds) (torch).
+"""Training layer: k-fold cross-validation over the training plus validation videos (Zhou et al. 2023: five folds) (torch).
 
 Folds are drawn over videos, not label files: ``<video>_left`` and ``<video>_right`` always land in the
 same fold, so no video's features are both trained on and validated on. Each fold is an ordinary run

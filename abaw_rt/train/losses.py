@@ -1,6 +1,6 @@
 """Training layer: the paper's per-task losses with invalid and padded frames masked out (torch).
 
-PAPER.md, "Tasks": VA 1 - CCC averaged over valence and arousal (CCC over all valid frames of the
+Zhou et al. 2023, the ABAW5 task definitions: VA 1 - CCC averaged over valence and arousal (CCC over all valid frames of the
 batch, as the authors' code pools them); EXPR cross-entropy ignoring -1; AU BCE with logits masking -1.
 """
 

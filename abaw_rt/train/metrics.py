@@ -1,6 +1,6 @@
 """Training layer: the challenge metrics on stitched per-video predictions pooled over all frames. Numpy only.
 
-PAPER.md, "Tasks": VA mean CCC of valence and arousal (population moments); EXPR macro F1 over all 8
+Zhou et al. 2023, the ABAW5 task definitions: VA mean CCC of valence and arousal (population moments); EXPR macro F1 over all 8
 labels (a class absent from both predictions and labels scores 0); AU mean F1 over the 12 AUs at
 threshold 0.5. Invalid frames (VA -5, EXPR -1, AU -1 per element) are left out.
 """

@@ -1,6 +1,6 @@
 """Training layer: cut a video into training windows (w = 300, s = 200, tail kept). Torch-free.
 
-PAPER.md, "Segments": training windows start every s frames until one reaches the video's end; that
+Zhou et al. 2023, segments, w = 300 / s = 200: training windows start every s frames until one reaches the video's end; that
 tail window may be shorter than w (the authors dropped it, and videos shorter than w; we keep both,
 padded to the batch and masked). Validation uses the product's inference windows and stitching
 (``abaw_rt.pipeline.segments.plan_segments``: full windows plus one aligned to the end;
