@@ -34,25 +34,5 @@ def external_data_files(path: Path) -> list[Path]:
     return files
 
 
-def _graph_tensors(*graphs) -> list:
-    """Every tensor the graphs (and local functions) hold: initializers (sparse ones too) and tensor attributes,
-    in each graph and in every subgraph (If branches, Loop and Scan bodies, nested to any depth), without recursion."""
-    tensors, todo = [], list(graphs)
-    while todo:
-        g = todo.pop()
-        tensors.extend(getattr(g, "initializer", ()))
-        for sp in getattr(g, "sparse_initializer", ()):
-            tensors.extend((sp.values, sp.indices))
-        for node in g.node:
-            for a in node.attribute:
-                if a.HasField("t"):
-                    tensors.append(a.t)
-                tensors.extend(a.tensors)
-                if a.HasField("g"):
-                    todo.append(a.g)
-                todo.extend(a.graphs)
-    return tensors
-
-
 def check_external_data(path: Path) -> None:
     external_data_files(path)
