@@ -62,3 +62,11 @@ class FaceChoice(str, Enum):
     largest = "largest"  # the biggest box (default)
     left = "left"  # the leftmost face (Aff-Wild2 "_left" labels of two-person videos)
     right = "right"  # the rightmost face ("_right" labels)
+
+
+class CudaBinding(str, Enum):
+    """Python bindings the CUDA device-memory layer (``abaw_rt.cuda.memory``) runs on."""
+
+    auto = "auto"  # cuda-python when it imports, else pycuda
+    cuda_python = "cuda-python"  # NVIDIA's cuda-bindings (``from cuda.bindings import runtime``)
+    pycuda = "pycuda"  # PyCUDA, often what a Jetson image carries
