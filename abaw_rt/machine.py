@@ -27,28 +27,37 @@ def _version(dist: str) -> str | None:
 
 
 def _gpu() -> dict | None:
-    """GPU name and driver through torch, only if torch is already imported (never imports it)."""
+    """The first CUDA device through the driver (no torch needed); None without one.
+
+    Also lists every device when there are several, and torch's CUDA version when torch is already
+    imported (never imports it).
+    """
     import sys
 
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
+    from abaw_rt.cuda.gpu import gpu_report
+
+    devices = gpu_report()
+    if not devices:
         return None
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-        "memory_gib": round(props.total_memory / 2**30, 1),
-        "cuda": torch.version.cuda,
-    }
+    info = dict(devices[0])
+    if len(devices) > 1:
+        info["all"] = devices
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch.version, "cuda", None):
+        info["torch_cuda"] = torch.version.cuda
+    return info
 
 
 def machine_info() -> dict:
-    """CPU model, cores, memory, GPU (if torch sees one), OS, and versions of the packages that matter."""
+    """CPU model, cores, memory, GPU (through the CUDA driver), OS, and versions of the packages that matter."""
     try:
         mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         mem_gib = None
-    packages = ("abaw-rt", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt", "av")
+    packages = (
+        "abaw-rt", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt",
+        "cuda-bindings", "pycuda", "av",
+    )  # fmt: skip
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
@@ -58,7 +67,9 @@ def machine_info() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "versions": {p: v for p in packages if (v := _version(p)) is not None},
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS") if k in os.environ},
+        "env": {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS") if k in os.environ
+        },
         # other work on the machine while measuring skews timings: recorded so readers can judge
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }

@@ -69,3 +69,11 @@ class Exporter(str, Enum):
 
     torchscript = "torchscript"  # torch.onnx.export(dynamo=False): about a second for the tiny model
     dynamo = "dynamo"  # torch.export-based: a minute for the tiny model on a 2-core CPU
+
+
+class CudaBinding(str, Enum):
+    """Python bindings the CUDA device-memory layer (``abaw_rt.cuda.memory``) runs on."""
+
+    auto = "auto"  # cuda-python when it imports, else pycuda
+    cuda_python = "cuda-python"  # NVIDIA's cuda-bindings (``from cuda.bindings import runtime``)
+    pycuda = "pycuda"  # PyCUDA, often what a Jetson image carries

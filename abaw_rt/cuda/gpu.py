@@ -1,4 +1,4 @@
-"""CUDA layer: find CUDA devices through the driver library (ctypes), without torch or TensorRT.
+"""CUDA layer: find CUDA devices and the driver version through the driver library (ctypes), without torch or TensorRT.
 
 TensorRT objects must never be created on a machine without a CUDA device (the lean runtime
 segfaults there), so every TensorRT code path asks this module first. It only reads the
@@ -26,6 +26,7 @@ class GpuInfo:
     index: int  # CUDA device ordinal
     name: str  # e.g. "NVIDIA H100 80GB HBM3"; engines are tied to it
     compute_capability: tuple[int, int]  # (9, 0) for H100; engines are tied to it too
+    memory_bytes: int = 0  # total device memory (0: the driver did not say)
 
     @property
     def cc(self) -> str:
@@ -37,7 +38,8 @@ class GpuInfo:
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or f"gpu{self.index}"
 
 
-def _driver():
+def driver_library():
+    """The CUDA driver library (ctypes), or None when it is not installed."""
     names = ("nvcuda.dll",) if sys.platform.startswith("win") else ("libcuda.so.1", "libcuda.so")
     for name in names:
         try:
@@ -49,7 +51,7 @@ def _driver():
 
 def cuda_devices() -> list[GpuInfo]:
     """The CUDA devices the driver sees; an empty list without a driver or a device."""
-    lib = _driver()
+    lib = driver_library()
     if lib is None or lib.cuInit(0) != 0:
         return []
     count = ctypes.c_int(0)
@@ -65,8 +67,36 @@ def cuda_devices() -> list[GpuInfo]:
         major, minor = ctypes.c_int(0), ctypes.c_int(0)
         lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, dev)
         lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, dev)
-        devices.append(GpuInfo(i, buf.value.decode(errors="replace").strip(), (major.value, minor.value)))
+        mem = ctypes.c_size_t(0)
+        if lib.cuDeviceTotalMem_v2(ctypes.byref(mem), dev) != 0:
+            mem = ctypes.c_size_t(0)
+        name = buf.value.decode(errors="replace").strip()
+        devices.append(GpuInfo(i, name, (major.value, minor.value), mem.value))
     return devices
+
+
+def driver_version() -> str | None:
+    """The CUDA version the installed driver supports ("12.8"), or None without a driver."""
+    lib = driver_library()
+    version = ctypes.c_int(0)
+    if lib is None or lib.cuDriverGetVersion(ctypes.byref(version)) != 0 or not version.value:
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def gpu_report() -> list[dict]:
+    """Every CUDA device as a JSON-ready dict (name, compute capability, memory, driver CUDA version)."""
+    cuda = driver_version()
+    return [
+        {
+            "index": d.index,
+            "name": d.name,
+            "compute_capability": d.cc,
+            "memory_gib": round(d.memory_bytes / 2**30, 1),
+            "driver_cuda": cuda,
+        }
+        for d in cuda_devices()
+    ]
 
 
 def require_gpu(index: int = 0, what: str = "TensorRT") -> GpuInfo:
