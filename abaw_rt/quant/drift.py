@@ -87,7 +87,8 @@ def task_drift(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray], ki
             drift[f"ccc_{label}"] = abs(1.0 - ccc(cand["va"][:, i], ref["va"][:, i]))
     if "expr" in ref:
         r, c = ref["expr"].argmax(1), cand["expr"].argmax(1)
-        drift["expr_f1"] = 1.0 - macro_f1(c, r, ref["expr"].shape[1])[0]
+        present = sorted(set(r.tolist()) | set(c.tolist()))  # classes absent from both do not count against
+        drift["expr_f1"] = 1.0 - macro_f1(np.searchsorted(present, c), np.searchsorted(present, r), len(present))[0]
         drift["expr_agreement"] = float(np.mean(r == c)) if r.size else 1.0
     if "au" in ref:
         r, c = ref["au"] >= 0, cand["au"] >= 0
