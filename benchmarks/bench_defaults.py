@@ -53,7 +53,7 @@ def timing(runner, feeds, per: float, min_seconds: float) -> dict:
 
 def model_timings(threads: int, min_seconds: float) -> dict:
     from abaw_rt import defaults
-    from abaw_rt.defaults.retinaface import RetinaFaceRunner
+    from abaw_rt.pipeline.retinaface import RetinaFaceRunner
     from abaw_rt.pipeline.extractor_spec import load_spec
     from abaw_rt.runners.onnx_generic import OnnxModelRunner
     from abaw_rt.runners.ort_runner import OrtRunner

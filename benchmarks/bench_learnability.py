@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from abaw_rt.machine import machine_info
-    from abaw_rt.train.config import load_recipe
+    from abaw_rt.train.config import load_train_recipe
     from abaw_rt.train.loop import Reporter, train
     from abaw_rt.train.synthetic import SyntheticSpec, make_synthetic
 
@@ -85,7 +85,7 @@ def main() -> None:
         )
         total = 0.0
         for task in args.tasks:
-            cfg = load_recipe(
+            cfg = load_train_recipe(
                 ROOT / "training" / "recipes" / f"{task}.toml",
                 [
                     f"data.root='{Path(tmp) / 'data'}'",

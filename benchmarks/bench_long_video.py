@@ -79,7 +79,8 @@ def write_long_video(path: Path, minutes: float, size=(160, 120), fps: int = 25,
 def make_models(folder: Path) -> dict:
     """Generated tiny detector and extractors, a matching tiny checkpoint and its fp32 graph (the default ort path)."""
     from abaw_rt.checkpoint import init_checkpoint, load_checkpoint
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
     from abaw_rt.model.config import TINY, ModelConfig
     from abaw_rt.pipeline import synthetic as syn
 

@@ -2,7 +2,7 @@
 
 For the paper-size architecture (preset va, about 42 M parameters) and the tiny width, at B in {1, 8}
 and T in {75, 300, 1200}: warm-up, then at least --min-iters calls and --min-seconds per cell, backends
-taking turns in blocks (see bench_cell). Reports p50/p90/p99/mean latency,
+taking turns in blocks (abaw_rt.bench.measure.time_in_turns). Reports p50/p90/p99/mean latency,
 frames/s, the analytic FLOPs per frame, and the time those FLOPs take at the fp32 matmul rate measured
 in the same run with the same thread count, two ways: the peak rate (torch.mm, 2048 x 2048 x 2048) and
 the rate at the cell's own row count (torch.mm, (B*T) x 2048 x 1024: a weight matrix of the model's size
@@ -26,48 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw_rt.bench.measure import Timing, runner_call, time_calls
+from abaw_rt.artefacts import RunOptions, open_runner
+from abaw_rt.bench.measure import matmul_rate, time_in_turns
 from abaw_rt.checkpoint import init_checkpoint, load_checkpoint
 from abaw_rt.export.onnx_export import export_onnx
 from abaw_rt.machine import machine_info
 from abaw_rt.model.config import TINY, flops_per_frame, parameter_count, preset
-from abaw_rt.runners.ort_runner import OrtRunner
-from abaw_rt.runners.torch_runner import TorchRunner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_FLOP_RATIO = 1.25
 GOAL_ORT_VS_TORCH = 1.10
 
-
-def matmul_rate(threads: int, m: int = 2048, k: int = 2048, n: int = 2048, trials: int = 5) -> float:
-    """fp32 GFLOP/s of torch.mm on (m, k) x (k, n) with the given thread count: the best of several
-    ~0.3 s trials, so that a moment of other load on the machine does not lower the bound."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(3):
-        torch.mm(a, b)
-    best = 0.0
-    for _ in range(trials):
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < 0.3:
-            torch.mm(a, b)
-            calls += 1
-        best = max(best, 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def bench_cell(runners: dict, feeds: dict, warmup: int, min_iters: int, min_seconds: float, rounds: int = 2) -> dict:
-    """Each runner in turn runs a block of calls (warm-up, then min_iters and min_seconds), and the turns
-    repeat ``rounds`` times so slow drift of the machine hits both. Blocks rather than call-by-call
-    interleaving: onnxruntime's worker threads spin for a while after each run and would steal the
-    cores from the next torch call (on 2 cores that doubled torch's small-shape latency)."""
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, r in runners.items():
-            times[name] += time_calls(runner_call(r, feeds), warmup, min_iters, min_seconds / rounds)
-    return {name: Timing.of(t).to_dict() for name, t in times.items()}
 
 
 def main() -> None:
@@ -106,16 +75,14 @@ def main() -> None:
             t0 = time.perf_counter()
             onnx_path = export_onnx(ck, Path(tmp) / f"{model_name}.fp32.onnx", check=False).path
             print(f"[{model_name}] {parameter_count(cfg) / 1e6:.2f} M params, exported in {time.perf_counter() - t0:.1f} s")
-            runners = {
-                "torch": TorchRunner(ck, threads=args.threads),
-                "ort": OrtRunner(onnx_path, threads=args.threads),
-            }
+            opts = RunOptions(threads=args.threads)
+            runners = {"torch": open_runner(ck_path, "torch", opts), "ort": open_runner(onnx_path, "ort", opts)}
             for r in runners.values():
                 r.activate()
             for b in args.batches:
                 for t in args.times:
                     feeds = runners["torch"].example_feeds(b, t, rng=np.random.default_rng(0))
-                    res = bench_cell(runners, feeds, args.warmup, args.min_iters, args.min_seconds)
+                    res = {n: t.to_dict() for n, t in time_in_turns(runners, feeds, args.warmup, args.min_iters, args.min_seconds).items()}
                     fpf = flops_per_frame(cfg, t)
                     bound_ms = fpf * b * t / (row_rates[b * t] * 1e9) * 1e3
                     peak_bound_ms = fpf * b * t / (rate * 1e9) * 1e3

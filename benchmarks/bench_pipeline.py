@@ -65,7 +65,8 @@ def make_models(folder: Path, backend: str) -> dict:
     cfg = ModelConfig(features=kit["features"], heads=("va", "expr", "au"), **TINY)
     ckpt = init_checkpoint(folder / "tiny.safetensors", cfg)
     if backend == "ort":
-        from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+        from abaw_rt.artefacts import onnx_path_for
+        from abaw_rt.export.onnx_export import export_onnx
 
         export_onnx(load_checkpoint(ckpt), onnx_path_for(ckpt, "fp32"))
     return {"detector": kit["detector"], "spec": kit["spec"], "checkpoint": ckpt}

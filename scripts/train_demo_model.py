@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     import torch
 
     from abaw_rt.defaults.demo_train import DemoTrainConfig, demo_model_config, train_demo
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
 
     t0 = time.perf_counter()
     data_cfg = DemoDataConfig(videos=args.videos, seed=args.seed)

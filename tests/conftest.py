@@ -61,6 +61,7 @@ def tiny_ckpt(tiny_ckpt_path):
 @pytest.fixture(scope="session")
 def exported(tiny_ckpt, tiny_ckpt_path):
     """{precision: ExportResult} for the tiny checkpoint, exported beside it."""
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
 
     return {p: export_onnx(tiny_ckpt, onnx_path_for(tiny_ckpt_path, p), precision=p) for p in ("fp32", "fp16")}

@@ -72,7 +72,7 @@ def test_default_spec_matches_the_demo_checkpoint():
 
 def test_shipped_demo_graph_was_exported_from_the_shipped_checkpoint():
     from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
     from abaw_rt.graphs.metadata import read_onnx_info
 
     ckpt = load_checkpoint(defaults.checkpoint_path())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from abaw_rt import defaults
-from abaw_rt.defaults import retinaface as rf
+from abaw_rt.pipeline import retinaface as rf
 from abaw_rt.errors import AbawRtError
 
 pytest.importorskip("onnxruntime")
@@ -83,9 +83,21 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     scores = np.array([0.8, 0.9, 0.7, 0.95])
     keep = rf.nms(boxes, scores, 0.4)
     assert list(keep) == [3, 2]  # 3 suppresses 0 (IoU 0.9) and 1 (IoU 0.68); 2 is apart
-    from abaw_rt.pipeline.faces import nms as pipeline_nms
+    rng = np.random.default_rng(0)  # random scenes against a plain greedy pairwise reference
+    for _ in range(20):
+        xy = rng.uniform(0, 100, (30, 2))
+        many = np.concatenate([xy, xy + rng.uniform(5, 40, (30, 2))], axis=1)
+        s = rng.uniform(0, 1, 30)
+        assert list(rf.nms(many, s, 0.3)) == _greedy_nms(many, s, 0.3)
 
-    assert list(keep) == pipeline_nms(boxes, scores, 0.4)  # same rule as the pipeline's own NMS
+
+def _greedy_nms(boxes, scores, threshold):
+    order, keep = list(np.argsort(-scores, kind="stable")), []
+    while order:
+        i = order.pop(0)
+        keep.append(int(i))
+        order = [j for j in order if _iou(boxes[i], boxes[j]) <= threshold]
+    return keep
 
 
 def test_finds_the_astronauts_face():
@@ -113,7 +125,9 @@ def test_default_detector_spec_through_the_pipeline_face_detector():
     from abaw_rt.defaults.reference_faces import ASTRONAUT_FACE_BOX, astronaut
     from abaw_rt.pipeline.faces import FaceDetector
 
-    spec = defaults.detector_spec()
+    from abaw_rt.pipeline.extractor_spec import default_detector_spec
+
+    spec = default_detector_spec()
     image = astronaut()
     frame_w = 960  # the astronaut on a wider canvas, off-centre: the letterbox must map back correctly
     canvas = np.full((540, frame_w, 3), 90, np.uint8)

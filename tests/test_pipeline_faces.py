@@ -101,7 +101,7 @@ def test_face_choice_and_track_continuity():
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
-    assert nms(boxes, np.array([0.8, 0.9, 0.7]), 0.4) == [1, 2]
+    assert list(nms(boxes, np.array([0.8, 0.9, 0.7]), 0.4)) == [1, 2]
 
 
 def test_similarity_recovers_a_known_transform():

@@ -350,7 +350,8 @@ def test_interrupt_while_writing_leaves_no_partial_output(kit, tmp_path, monkeyp
 def test_ort_backend_matches_torch(kit, tmp_path):
     """The exported graph through the pipeline gives the torch backend's predictions (one export, ~10 s)."""
     from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
 
     ckpt = tmp_path / "av.safetensors"  # a copy, so that the shared checkpoint stays without an export
     ckpt.write_bytes(kit["av"].read_bytes())

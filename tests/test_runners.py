@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from abaw_rt.errors import AbawRtError  # noqa: E402
-from abaw_rt.runners import RUNNERS, make_runner, runner_class  # noqa: E402
+from abaw_rt.runners import RUNNERS, runner_class  # noqa: E402
 from abaw_rt.runners.ort_runner import OrtRunner  # noqa: E402
 from abaw_rt.runners.torch_runner import TorchRunner  # noqa: E402
 from abaw_rt.verify import DEFAULT_TOLERANCES, compare_outputs  # noqa: E402
@@ -70,7 +70,6 @@ def test_runner_must_be_active(tiny_ckpt):
 
 def test_registry_picks_backends_by_name(tiny_ckpt):
     assert runner_class("torch") is TorchRunner and runner_class("ort") is OrtRunner
-    assert isinstance(make_runner("torch", tiny_ckpt), TorchRunner)
     assert "trt" in RUNNERS
     with pytest.raises(AbawRtError, match="backend 'tensorflow'"):
         runner_class("tensorflow")

@@ -9,7 +9,7 @@ import pytest
 
 from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import PAPER_FEATURES, PRESET_FEATURES
-from abaw_rt.train.config import ModelSize, OptimSection, TrainConfig, load_recipe
+from abaw_rt.train.config import ModelSize, OptimSection, TrainConfig, load_train_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes"
 STORE = {name: {"dim": g.dim, "modality": g.modality} for name, g in PAPER_FEATURES.items()}
@@ -17,7 +17,7 @@ STORE = {name: {"dim": g.dim, "modality": g.modality} for name, g in PAPER_FEATU
 
 @pytest.mark.parametrize("name", ["va", "va_arcface", "expr", "au"])
 def test_recipes_hold_the_papers_values_and_feature_sets(name):
-    cfg = load_recipe(RECIPES / f"{name}.toml")
+    cfg = load_train_recipe(RECIPES / f"{name}.toml")
     feats, heads = PRESET_FEATURES[name]
     assert cfg.model.features == feats and (cfg.task.value,) == heads
     assert cfg.name == name
@@ -37,17 +37,17 @@ def test_defaults_are_the_papers():
 
 
 def test_to_dict_round_trips():
-    cfg = load_recipe(RECIPES / "va.toml", ["model.arch.d_model=64", "model.size='tiny'"])
+    cfg = load_train_recipe(RECIPES / "va.toml", ["model.arch.d_model=64", "model.size='tiny'"])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.model_config(STORE).d_model == 64
 
 
 def test_overrides_and_replace():
-    cfg = load_recipe(RECIPES / "expr.toml", ["optim.lr=1e-3", "run.device=cpu", "data.root=/tmp/x"])
+    cfg = load_train_recipe(RECIPES / "expr.toml", ["optim.lr=1e-3", "run.device=cpu", "data.root=/tmp/x"])
     assert cfg.optim.lr == 1e-3 and cfg.run.device.value == "cpu" and cfg.data.root == "/tmp/x"
     assert cfg.replace(optim={"epochs": 2}).optim.epochs == 2
     with pytest.raises(AbawRtError, match="section.key=value"):
-        load_recipe(RECIPES / "expr.toml", ["lr"])
+        load_train_recipe(RECIPES / "expr.toml", ["lr"])
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_overrides_and_replace():
     ],
 )
 def test_bad_recipes_are_rejected_by_name(change, match):
-    base = load_recipe(RECIPES / "va.toml").to_dict()
+    base = load_train_recipe(RECIPES / "va.toml").to_dict()
     for k, v in change.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     with pytest.raises(AbawRtError, match=match):
@@ -74,15 +74,15 @@ def test_bad_recipes_are_rejected_by_name(change, match):
 
 def test_missing_file_and_bad_toml(tmp_path):
     with pytest.raises(AbawRtError, match="no such file"):
-        load_recipe(tmp_path / "none.toml")
+        load_train_recipe(tmp_path / "none.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("task = \n")
     with pytest.raises(AbawRtError, match="not valid TOML"):
-        load_recipe(bad)
+        load_train_recipe(bad)
 
 
 def test_feature_missing_from_store_is_named():
-    cfg = load_recipe(RECIPES / "va.toml")
+    cfg = load_train_recipe(RECIPES / "va.toml")
     with pytest.raises(AbawRtError, match="extractor 'wav2vec2' is not in the feature store"):
         cfg.model_config({k: v for k, v in STORE.items() if k != "wav2vec2"})
 

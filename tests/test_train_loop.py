@@ -17,7 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 from abaw_rt.checkpoint import load_checkpoint  # noqa: E402
 from abaw_rt.cli import app  # noqa: E402
 from abaw_rt.errors import AbawRtError  # noqa: E402
-from abaw_rt.train.config import load_recipe  # noqa: E402
+from abaw_rt.train.config import load_train_recipe  # noqa: E402
 from abaw_rt.train.crossval import SUMMARY_JSON, assign_folds, crossval  # noqa: E402
 from abaw_rt.train.dataset import normalization_stats  # noqa: E402
 from abaw_rt.train.loop import LAST, METRICS_CSV, METRICS_JSON, Reporter, load_data, train  # noqa: E402
@@ -36,7 +36,7 @@ def synth(tmp_path_factory) -> Path:
 
 
 def _cfg(synth, task="va", *extra):
-    return load_recipe(RECIPES / f"{task}.toml", [*FAST, f"data.root='{synth}'", *extra])
+    return load_train_recipe(RECIPES / f"{task}.toml", [*FAST, f"data.root='{synth}'", *extra])
 
 
 def _state(path):

@@ -18,7 +18,7 @@ from abaw_rt.cli import app
 from abaw_rt.cuda.gpu import GpuInfo
 from abaw_rt.engines.builder import BuildConfig, build_engine
 from abaw_rt.errors import AbawRtError
-from abaw_rt.runners import make_runner
+from abaw_rt.artefacts import open_runner
 from abaw_rt.runners.trt_runner import TrtRunner
 from tests.test_trt_sidecar import make_engine, make_onnx
 
@@ -58,7 +58,7 @@ def an_h100(monkeypatch):
 def test_runner_without_cuda_refuses_before_importing_tensorrt(tmp_path, fake_tensorrt, no_gpu):
     _, imported = fake_tensorrt
     plan, _ = make_engine(tmp_path)
-    for make in (lambda: TrtRunner(plan), lambda: make_runner("trt", plan)):
+    for make in (lambda: TrtRunner(plan), lambda: open_runner(plan, "trt")):
         with pytest.raises(AbawRtError, match="TensorRT needs an NVIDIA GPU, and no CUDA device is visible"):
             make()
     assert not imported() and "tensorrt" not in sys.modules

@@ -11,7 +11,7 @@ import pytest
 
 from abaw_rt.checkpoint import CheckpointHeader
 from abaw_rt.engines.builder import BuildConfig, plan_build
-from abaw_rt.engines.recipes import Recipe, available_recipes, load_recipe
+from abaw_rt.engines.recipes import EngineRecipe, available_recipes, load_engine_recipe
 from abaw_rt.errors import AbawRtError
 from abaw_rt.graphs.metadata import info_from_props, metadata_props
 from abaw_rt.model.config import PRESET_FEATURES, TINY, preset
@@ -113,17 +113,17 @@ def test_shipped_recipes_load_and_cover_a_window():
     names = available_recipes()
     assert {"jetson-orin", "t4-a10", "h100"} <= set(names)
     for name in names:
-        r = load_recipe(name)
+        r = load_engine_recipe(name)
         validate_profiles(r.profiles, 300, name)
         assert r.workspace_mib and 0 <= r.optimization_level <= 5
         for preset_name in PRESET_FEATURES:  # shapes derive for every preset's inputs
             for p in r.profiles:
                 p.shapes(preset(preset_name).input_specs())
-        assert Recipe.from_dict(r.to_dict(), name) == r
+        assert EngineRecipe.from_dict(r.to_dict(), name) == r
 
 
 def test_h100_recipe_covers_the_gpu_benchmark_grid():
-    r = load_recipe("h100")
+    r = load_engine_recipe("h100")
     for b in (1, 8, 64):
         for t in (75, 300, 1200):
             assert fits_any(r.profiles, b, t), (b, t)
@@ -131,12 +131,12 @@ def test_h100_recipe_covers_the_gpu_benchmark_grid():
 
 def test_recipe_errors(tmp_path):
     with pytest.raises(AbawRtError, match="known recipes: .*h100"):
-        load_recipe("no-such-gpu")
+        load_engine_recipe("no-such-gpu")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(AbawRtError, match="not readable JSON"):
-        load_recipe(bad)
-    good = load_recipe("h100").to_dict()
+        load_engine_recipe(bad)
+    good = load_engine_recipe("h100").to_dict()
     for change, match in [
         ({"format": "x"}, "format 'x'"),
         ({"profiles": []}, "non-empty list"),
@@ -146,15 +146,15 @@ def test_recipe_errors(tmp_path):
     ]:
         bad.write_text(json.dumps({**good, **change}))
         with pytest.raises(AbawRtError, match=match):
-            load_recipe(bad)
+            load_engine_recipe(bad)
 
 
 def test_cli_options_override_the_recipe():
     from abaw_rt.cli.engine_cmds import build_config
 
     cfg = build_config(recipe="h100")
-    assert cfg.recipe == "h100" and cfg.profiles == load_recipe("h100").profiles
-    assert cfg.workspace_mib == load_recipe("h100").workspace_mib
+    assert cfg.recipe == "h100" and cfg.profiles == load_engine_recipe("h100").profiles
+    assert cfg.workspace_mib == load_engine_recipe("h100").workspace_mib
     cfg = build_config(recipe="h100", profile=["only:1,1,2:1,300,300"], workspace_mib=64, opt_level=5)
     assert cfg.recipe is None  # the profiles are no longer the recipe's
     assert [p.name for p in cfg.profiles] == ["only"] and cfg.workspace_mib == 64 and cfg.optimization_level == 5

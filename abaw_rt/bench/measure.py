@@ -105,3 +105,40 @@ def runner_call(runner, feeds: Mapping[str, np.ndarray]) -> Callable[[], float]:
         return runner.last_inference_time
 
     return call
+
+
+def time_in_turns(
+    runners: Mapping[str, object], feeds: Mapping[str, np.ndarray], warmup: int, min_iters: int, min_seconds: float,
+    rounds: int = 2,
+) -> dict[str, Timing]:
+    """Each runner in turn runs a block of calls (warm-up, then ``min_iters`` and ``min_seconds / rounds``), and
+    the turns repeat ``rounds`` times so slow drift of the machine hits every backend alike.
+
+    Blocks rather than call-by-call interleaving: onnxruntime's worker threads spin for a while after each
+    run and would steal the cores from the next backend's call (on 2 cores that doubled torch's small-shape
+    latency). This is how backends are compared as ratios measured in one run.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, r in runners.items():
+            times[name] += time_calls(runner_call(r, feeds), warmup, min_iters, min_seconds / rounds)
+    return {name: Timing.of(t) for name, t in times.items()}
+
+
+def matmul_rate(threads: int, m: int = 2048, k: int = 2048, n: int = 2048, trials: int = 5) -> float:
+    """fp32 GFLOP/s of torch.mm on (m, k) x (k, n) with ``threads`` threads: the best of several ~0.3 s trials,
+    so that a moment of other load on the machine does not lower the bound. Needs torch."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = 0.0
+    for _ in range(trials):
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 0.3:
+            torch.mm(a, b)
+            calls += 1
+        best = max(best, 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
+    return best

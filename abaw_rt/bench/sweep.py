@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -153,14 +152,3 @@ def _measure(runner, cfg: SweepConfig, backend, precision, graphs, b, t, rng) ->
     cell.peak_gpu_mb = _gpu_peak_mb()
     return cell
 
-
-def artefact_kind(path: Path) -> str:
-    """'checkpoint', 'onnx' or 'engine' from a file name."""
-    suffix = Path(path).suffix
-    if suffix == ".safetensors":
-        return "checkpoint"
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix in (".plan", ".engine"):
-        return "engine"
-    raise AbawRtError(f"'{path}': expected a checkpoint (.safetensors), an ONNX graph (.onnx) or an engine (.plan)")

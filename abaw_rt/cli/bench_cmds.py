@@ -163,11 +163,11 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
     out.print(table)
     for (status, b, p, g), why in notes.items():
         out.print(f"{status} {b} {p}{' graphs' if g else ''}: {why}", highlight=False, soft_wrap=True)
-    source_info = {"path": str(source), "kind": factory.kind}
-    if factory.kind == "checkpoint":
+    source_info = {"path": str(source), "kind": report_kind(factory.source)}
+    if factory.source.kind.value == "checkpoint":
         from abaw_rt.model.config import flops_per_frame, parameter_count
 
-        ck = factory.checkpoint()
+        ck = factory.source.detail
         source_info.update(
             sha256=ck.sha256,
             heads=list(ck.header.config.heads),
@@ -192,29 +192,23 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     """``abaw-rt bench --video``: the pipeline of ``abaw-rt infer``, per stage, over ``runs`` runs."""
     from abaw_rt.bench.pipeline_bench import bench_video
     from abaw_rt.bench.report import make_report, save_report
-    from abaw_rt.bench.sweep import artefact_kind
+    from abaw_rt.artefacts import RunOptions, open_artefact, open_runner
     from abaw_rt.cli.infer_cmds import detector_or_default, spec_or_default
     from abaw_rt.machine import machine_info
-    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
+    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
 
     if len(backend or ()) > 1 or len(precision or ()) > 1:
         raise AbawRtError("--video measures one fusion backend and precision: give --backend and -p at most once")
     spec = spec_or_default(extractors)
     det = detector_or_default(detector, spec)
-    kind = artefact_kind(source) if source is not None else "checkpoint"
     if source is None:
         from abaw_rt import defaults
 
         source = defaults.checkpoint_path()
-    fusion = load_fusion(
-        source if kind == "checkpoint" else None,
-        source if kind == "onnx" else None,
-        backend[0].value if backend else None,
-        precision[0].value if precision else None,
-        resolve_device(device.value),
-        threads,
-        engine=source if kind == "engine" else None,
-    )
+    artefact = open_artefact(source)
+    options = RunOptions(precision=precision[0].value if precision else None, device=resolve_device(device.value),
+                         threads=threads)  # fmt: skip
+    fusion = open_runner(artefact, backend[0].value if backend else None, options)
     config = PipelineConfig(
         detect_every=detect_every, decode_threads=decode_threads, infer_threads=threads, device=resolve_device(device.value), plot=False
     )
@@ -229,7 +223,7 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     report = make_report(
         "pipeline",
         machine_info(),
-        {"path": str(source), "kind": kind, "video": str(video)},
+        {"path": str(source), "kind": report_kind(artefact), "video": str(video)},
         {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(config).items()} | {"runs": runs},
         [],
         extra={"pipeline": result},
@@ -258,36 +252,32 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     out.print(f"saved {path}")
 
 
+def report_kind(artefact) -> str:
+    """The source kind in bench reports (schema abaw-rt-bench/1): checkpoint, onnx or engine."""
+    return "onnx" if artefact.kind.value == "fusion-graph" else artefact.kind.value
+
+
 def _check_source(source: Path, device: str) -> None:
     """AbawRtError for a corrupt checkpoint, weights that do not fit its config, a graph whose inputs differ
     from its metadata or with hostile external data, or an engine without a readable sidecar or (on cuda)
     built for another GPU or TensorRT, or changed since (checked without deserialising it)."""
     import importlib.util
 
-    from abaw_rt.bench.sweep import artefact_kind
+    from abaw_rt.artefacts import Kind, open_artefact, open_runner
+    from abaw_rt.graphs.metadata import info_from_props
 
-    kind = artefact_kind(source)
-    if kind == "checkpoint":
-        from abaw_rt.checkpoint import load_checkpoint
+    artefact = open_artefact(source)  # reads the checkpoint, the graph's metadata or the engine's sidecar
+    if artefact.kind is Kind.onnx:
+        info_from_props(artefact.detail, str(source))  # not an exported fusion graph: says what it lacks
+    if artefact.kind is Kind.checkpoint and importlib.util.find_spec("torch") is not None:
+        from abaw_rt.model.fusion import build_model
 
-        ckpt = load_checkpoint(source)
-        if importlib.util.find_spec("torch") is not None:
-            from abaw_rt.model.fusion import build_model
-
-            build_model(ckpt)
-    elif kind == "onnx":
-        from abaw_rt.runners.ort_runner import OrtRunner
-
-        with OrtRunner(source):  # reads the metadata, checks external data and the session's real inputs
+        build_model(artefact.detail)
+    elif artefact.kind is Kind.fusion_graph:
+        with open_runner(artefact, "ort"):  # checks external data and the session's real inputs
             pass
-    elif device == "cuda":
-        from abaw_rt.runners.trt_runner import TrtRunner
-
-        TrtRunner(source)
-    else:
-        from abaw_rt.trt.sidecar import read_sidecar
-
-        read_sidecar(source)
+    elif artefact.kind is Kind.engine and device == "cuda":
+        open_runner(artefact, "trt")  # refuses an engine for another GPU or TensorRT, or changed since
 
 
 def _print_ratios(rows, fail_above_ratio, title) -> None:

@@ -41,9 +41,8 @@ def list_defaults(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """List the built-in offline models: where they are, their sizes, sha256 and licences."""
-    import hashlib
-
     from abaw_rt import defaults
+    from abaw_rt.io import file_sha256
 
     rows = []
     for f in defaults.FILES:
@@ -54,7 +53,7 @@ def list_defaults(
                 "role": f.role,
                 "path": str(f.path),
                 "bytes": f.path.stat().st_size if present else None,
-                "sha256": hashlib.sha256(f.path.read_bytes()).hexdigest() if present else None,
+                "sha256": file_sha256(f.path) if present else None,
                 "licence": str(defaults.DEFAULTS_DIR / f.licence) if f.licence else "abaw-rt (MIT)",
                 "built_by": defaults.BUILT_BY.get(f.name, "-"),
             }

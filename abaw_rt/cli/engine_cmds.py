@@ -47,7 +47,7 @@ def build_config(
 ):
     """A BuildConfig from CLI options: a recipe's values, overridden by explicit options."""
     from abaw_rt.engines.builder import DEFAULT_TIMING_CACHE, BuildConfig
-    from abaw_rt.engines.recipes import load_recipe
+    from abaw_rt.engines.recipes import load_engine_recipe
     from abaw_rt.trt.profiles import ProfileSpec
 
     kw = dict(
@@ -64,7 +64,7 @@ def build_config(
     if opt_level is not None:
         kw.update(optimization_level=opt_level)
     if recipe is not None:
-        r = load_recipe(recipe)
+        r = load_engine_recipe(recipe)
         if profile:
             kw.update(recipe=None)  # profiles no longer the recipe's: the sidecar records them one by one
         return BuildConfig.from_recipe(r, **kw)

@@ -59,14 +59,12 @@ def spec_or_default(extractors: Path | None):
 
 
 def detector_or_default(detector: Path | None, spec=None):
-    from abaw_rt.pipeline.extractor_spec import load_detector
+    from abaw_rt.pipeline.extractor_spec import default_detector_spec, load_detector
 
     if detector is not None:
         return load_detector(detector)
     if spec is not None and spec.detector is None:  # a spec without [detector]: the built-in RetinaFace
-        from abaw_rt import defaults
-
-        return defaults.detector_spec()
+        return default_detector_spec()
     return None
 
 

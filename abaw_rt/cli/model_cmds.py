@@ -62,7 +62,8 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
     from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
 
     if out_dir is not None and not out_dir.is_dir():
         raise AbawRtError(f"--out-dir '{out_dir}': no such folder")
@@ -142,14 +143,12 @@ def verify(
     """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure."""
     import dataclasses
 
-    from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import PRECISIONS, onnx_path_for
-    from abaw_rt.runners.ort_runner import OrtRunner
-    from abaw_rt.runners.torch_runner import TorchRunner
+    from abaw_rt.artefacts import Kind, RunOptions, check_provenance, onnx_path_for, open_artefact, open_runner
+    from abaw_rt.trt.profiles import fits_any
     from abaw_rt.verify import DEFAULT_TOLERANCES, default_grid, run_verify
 
-    ckpt = load_checkpoint(checkpoint)
-    beside = [p for p in (onnx_path_for(checkpoint, x) for x in PRECISIONS) if p.is_file()]
+    ckpt = open_artefact(checkpoint, Kind.checkpoint)
+    beside = [p for p in (onnx_path_for(checkpoint, x.value) for x in Precision) if p.is_file()]
     graphs = list(onnx or ([] if engine else beside))  # with --engine only, check just the engines
     if not graphs and not engine:
         raise AbawRtError(
@@ -160,30 +159,17 @@ def verify(
         if atol is not None:
             tolerances[prec] = dataclasses.replace(tolerances[prec], max_abs=atol)
     grid = default_grid(ckpt.header.window, batches=tuple(batch or (1, 4)), lengths=length)
+    to_check = [(g, Kind.fusion_graph, RunOptions(provider=provider), f"ort-{provider}") for g in graphs]
+    to_check += [(p, Kind.engine, RunOptions(device="cuda"), "trt") for p in engine or ()]
     candidates = {}
-    for g in graphs:
-        runner = OrtRunner(g, provider=provider)
-        if runner.info.checkpoint_sha256 != ckpt.sha256:
-            raise AbawRtError(
-                f"ONNX '{g}' was exported from another checkpoint (sha256 {runner.info.checkpoint_sha256[:12]}…, "
-                f"'{checkpoint}' is {ckpt.sha256[:12]}…); re-export it: abaw-rt export {checkpoint}"
-            )
-        candidates[f"{g.name} (ort-{provider})"] = runner
-    if engine:
-        from abaw_rt.runners.trt_runner import TrtRunner
-        from abaw_rt.trt.profiles import fits_any
-
-        for plan in engine:
-            runner = TrtRunner(plan)  # refuses an engine for another GPU, TensorRT or graph
-            if runner.sidecar.checkpoint_sha256 != ckpt.sha256:
-                raise AbawRtError(
-                    f"engine '{plan}' was built from another checkpoint's graph; re-export and rebuild it: "
-                    f"abaw-rt export {checkpoint} --to trt"
-                )
-            candidates[f"{plan.name} (trt)"] = runner
-            if not length and not batch:  # the default grid, cut to what every engine's profiles accept
-                grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
-    reference = TorchRunner(ckpt)
+    for path, kind, options, label in to_check:
+        artefact = open_artefact(path, kind)
+        runner = open_runner(artefact, options=options)  # an engine for another GPU or TensorRT is refused first
+        check_provenance(artefact, ckpt)
+        candidates[f"{path.name} ({label})"] = runner
+        if kind is Kind.engine and not length and not batch:  # the default grid, cut to what engines accept
+            grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
+    reference = open_runner(ckpt, "torch")
     with err.status(f"verifying {len(candidates)} graph(s) over {len(grid)} cases"):
         with reference:
             for r in candidates.values():
@@ -229,14 +215,13 @@ def info(
     ],
 ) -> None:
     """Print what a checkpoint, ONNX graph or engine sidecar says about itself (config, features, labels, specs)."""
-    if artefact.suffix in (".plan", ".engine"):
-        from abaw_rt.trt.sidecar import read_sidecar
+    from abaw_rt.artefacts import Kind, open_artefact
 
-        data = read_sidecar(artefact).to_dict()
-    elif artefact.suffix == ".onnx":
-        from abaw_rt.graphs.metadata import read_onnx_info
-
-        i = read_onnx_info(artefact)
+    a = open_artefact(artefact)
+    if a.kind is Kind.engine:
+        data = a.detail.to_dict()
+    elif a.kind is Kind.fusion_graph:
+        i = a.detail
         data = {
             "precision": i.precision,
             "checkpoint_sha256": i.checkpoint_sha256,
@@ -245,12 +230,12 @@ def info(
             "outputs": [s.to_dict() for s in i.outputs],
             **i.header.to_dict(),
         }
+    elif a.kind is Kind.onnx:
+        data = {"kind": a.kind.value, "metadata_props": a.detail, "note": "not exported by abaw-rt"}
     else:
-        from abaw_rt.checkpoint import load_checkpoint
         from abaw_rt.model.config import parameter_count
 
-        c = load_checkpoint(artefact)
-        data = c.header.to_dict(include_normalization=False)
-        data["normalization"] = {m: f"{c.header.config.modality_dim(m)} dims" for m in c.header.config.modalities}
-        data.update(sha256=c.sha256, parameters=parameter_count(c.header.config))
+        data = a.header.to_dict(include_normalization=False)
+        data["normalization"] = {m: f"{a.header.config.modality_dim(m)} dims" for m in a.header.config.modalities}
+        data.update(sha256=a.sha256, parameters=parameter_count(a.header.config))
     out.print_json(json.dumps(data))

@@ -36,9 +36,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 
 
 def _config(recipe: Path, data, size, epochs, device, seed, sets):
-    from abaw_rt.train.config import load_recipe
+    from abaw_rt.train.config import load_train_recipe
 
-    cfg = load_recipe(recipe, sets or ())
+    cfg = load_train_recipe(recipe, sets or ())
     changes: dict = {}
     if data is not None:
         changes["data"] = {"root": str(data)}

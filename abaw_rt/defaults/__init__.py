@@ -91,13 +91,6 @@ def checkpoint_path() -> Path:
     return DEFAULTS_DIR / CHECKPOINT_FILE
 
 
-def detector_spec():
-    """The default detector's spec (RetinaFace, decoded in numpy), from the default extractor spec."""
-    from abaw_rt.pipeline.extractor_spec import load_spec
-
-    return load_spec(spec_path()).detector
-
-
 def check_heads(wanted, available=DEMO_HEADS) -> None:
     """AbawRtError when a head is asked of the built-in demo model that it does not have (AU)."""
     lacking = [h for h in wanted if h not in available]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abaw_rt import __version__
-from abaw_rt.engines.recipes import Recipe
+from abaw_rt.engines.recipes import EngineRecipe
 from abaw_rt.errors import AbawRtError
 from abaw_rt.trt.compat import TrtVersion, import_tensorrt, make_logger
 from abaw_rt.trt.profiles import ProfileSpec, default_profiles, validate_profiles
@@ -38,7 +38,7 @@ class BuildConfig:
     verbose: bool = False  # TensorRT's verbose log
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, /, **overrides) -> "BuildConfig":
+    def from_recipe(cls, recipe: EngineRecipe, /, **overrides) -> "BuildConfig":
         base = dict(
             profiles=recipe.profiles,
             workspace_mib=recipe.workspace_mib,

@@ -20,7 +20,7 @@ RECIPES_DIR = Path("engines") / "recipes"
 
 
 @dataclass(frozen=True)
-class Recipe:
+class EngineRecipe:
     """How to build engines for one target."""
 
     name: str  # short name, the file's stem ("h100")
@@ -42,7 +42,7 @@ class Recipe:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping, source: str) -> "Recipe":
+    def from_dict(cls, d: Mapping, source: str) -> "EngineRecipe":
         if not isinstance(d, Mapping) or d.get("format") != RECIPE_FORMAT:
             got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
             raise AbawRtError(f"recipe '{source}': format {got!r}, expected {RECIPE_FORMAT!r}")
@@ -82,7 +82,7 @@ def available_recipes() -> list[str]:
     return sorted(names)
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
+def load_engine_recipe(name_or_path: str | Path) -> EngineRecipe:
     """A recipe by name (``h100``) or path (``my.json``).
 
     Raises:
@@ -101,4 +101,4 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AbawRtError(f"recipe '{path}': not readable JSON ({exc})") from None
-    return Recipe.from_dict(data, str(path))
+    return EngineRecipe.from_dict(data, str(path))

@@ -20,13 +20,6 @@ from abaw_rt.specs import BATCH, TIME
 PRECISIONS = ("fp32", "fp16")
 
 
-def onnx_path_for(checkpoint_path: Path, precision: str, out_dir: Path | None = None) -> Path:
-    """Where ``abaw-rt export`` writes a checkpoint's graph: ``<out_dir>/<stem>.<precision>.onnx``."""
-    checkpoint_path = Path(checkpoint_path)
-    folder = Path(out_dir) if out_dir is not None else checkpoint_path.parent
-    return folder / f"{checkpoint_path.stem}.{precision}.onnx"
-
-
 def check_lengths_for(window: int) -> tuple[int, ...]:
     """Segment lengths the exported graph is run at: 1, primes, w-1, w, w+1, 2w (catches baked-in reshapes)."""
     return tuple(sorted({1, 7, 211, max(window - 1, 1), window, window + 1, 2 * window}))

@@ -77,8 +77,8 @@ def info_from_props(props: Mapping[str, str], source: str) -> OnnxInfo:
     )
 
 
-def read_onnx_info(path: Path) -> OnnxInfo:
-    """Read an exported graph's metadata without loading its weights."""
+def read_metadata_props(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata_props, read without loading its weights."""
     import onnx
 
     path = Path(path)
@@ -88,4 +88,9 @@ def read_onnx_info(path: Path) -> OnnxInfo:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
-    return info_from_props({p.key: p.value for p in model.metadata_props}, str(path))
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def read_onnx_info(path: Path) -> OnnxInfo:
+    """Read an exported graph's metadata without loading its weights."""
+    return info_from_props(read_metadata_props(path), str(path))

@@ -36,7 +36,7 @@ class CropMode(str, Enum):
 
 class DetectorDecoder(str, Enum):
     none = "none"  # the graph outputs decoded boxes and landmarks itself (the contract below)
-    retinaface = "retinaface"  # raw RetinaFace heads loc/conf/landmarks, decoded in numpy (abaw_rt.defaults.retinaface)
+    retinaface = "retinaface"  # raw RetinaFace heads loc/conf/landmarks, decoded in numpy (abaw_rt.pipeline.retinaface)
 
 
 class Stretch(str, Enum):
@@ -160,6 +160,13 @@ def load_spec(path: Path) -> PipelineSpec:
     if not extractors and detector is None:
         raise AbawRtError(f"extractor spec '{path}': no [[extractor]] and no [detector] table")
     return PipelineSpec(source=path, extractors=extractors, detector=detector)
+
+
+def default_detector_spec() -> DetectorSpec:
+    """The built-in detector (RetinaFace, decoded in numpy): the [detector] table of the default spec."""
+    from abaw_rt import defaults
+
+    return load_spec(defaults.spec_path()).detector
 
 
 def load_detector(path: Path) -> DetectorSpec:

@@ -1,7 +1,7 @@
 """Pipeline layer, stage 3: feature extractors: batched ONNX graphs turning face crops or audio windows into vectors.
 
-Each extractor runs through the Runner API (``OnnxModelRunner``). Visual extractors take crops of their
-own input size; audio extractors take windows of the 16 kHz waveform laid on the video's timeline, and
+Each extractor runs through the Runner API (``abaw_rt.artefacts.open_graph``). Visual extractors take crops
+of their own input size; audio extractors take windows of the 16 kHz waveform laid on the video's timeline, and
 their features are stretched to the frames by time (nearest as the authors did, or linear).
 """
 
@@ -12,10 +12,10 @@ from typing import Callable
 
 import numpy as np
 
+from abaw_rt.artefacts import open_graph
 from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.decode import AUDIO_RATE, AudioTrack
 from abaw_rt.pipeline.extractor_spec import ExtractorSpec, ImageInput, Stretch
-from abaw_rt.runners.onnx_generic import OnnxModelRunner
 
 
 class FeatureExtractor:
@@ -23,12 +23,12 @@ class FeatureExtractor:
 
     Args:
         spec: what the graph is and how to feed it.
-        provider, threads: passed to ``OnnxModelRunner``.
+        provider, threads: passed to the graph's runner (``abaw_rt.artefacts.open_graph``).
     """
 
     def __init__(self, spec: ExtractorSpec, provider: str = "cpu", threads: int | None = None):
         self.spec = spec
-        self.runner = OnnxModelRunner(spec.onnx, provider=provider, threads=threads, what=f"extractor '{spec.name}'")
+        self.runner = open_graph(spec.onnx, provider, threads, what=f"extractor '{spec.name}'")
         self.image: ImageInput | None = None
         self._input = self._output = None
         self.times: list[float] = []  # seconds per batch (the runner's own timing)

@@ -51,15 +51,23 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
-    """Greedy non-maximum suppression; indices kept, best first."""
-    order = list(np.argsort(-scores, kind="stable"))
-    keep: list[int] = []
-    while order:
-        i = order.pop(0)
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression, vectorised per kept box; indices kept, best first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = np.asarray(boxes, dtype=np.float64).T[:4]
+    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
         keep.append(int(i))
-        order = [j for j in order if iou(boxes[i], boxes[j]) <= threshold]
-    return keep
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        union = area[i] + area[rest] - inter
+        overlap = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+        order = rest[overlap <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def box_landmarks(box: np.ndarray) -> np.ndarray:

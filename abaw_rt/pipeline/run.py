@@ -140,66 +140,30 @@ def load_fusion(
     engine: Path | None = None,
 ):
     """The fusion Runner for ``--checkpoint`` (torch, or its exported graph with ort), ``--model`` (an ONNX
-    graph, ort) or ``--engine`` (a TensorRT plan, trt). ``backend`` None: ort, or trt for an engine.
+    graph, ort) or ``--engine`` (a TensorRT plan, trt), through ``abaw_rt.artefacts.open_runner``.
+    ``backend`` None: ort, or trt for an engine.
 
     Raises:
-        AbawRtError: nothing or several given, a backend that cannot run the artefact, a missing export.
+        AbawRtError: nothing or several given, a file of another kind than its option says, a backend that
+            cannot run the artefact, a missing export.
     """
-    from abaw_rt.runners import runner_class
+    from abaw_rt.artefacts import Kind, RunOptions, open_artefact, open_runner
 
-    if device not in ("cpu", "cuda"):
-        raise AbawRtError(f"device {device!r}: expected 'cpu' or 'cuda'")
-    given = [n for n, v in (("--checkpoint", checkpoint), ("--model", model), ("--engine", engine)) if v is not None]
+    given = [(n, v) for n, v in (("--checkpoint", checkpoint), ("--model", model), ("--engine", engine)) if v]
     if not given:
         raise AbawRtError(
             "no fusion model: pass --checkpoint CHECKPOINT.safetensors, --model GRAPH.onnx or --engine PLAN "
             "('abaw-rt infer' uses the built-in demo model, abaw_rt.defaults.checkpoint_path(), when none is given)"
         )
     if len(given) > 1:
-        raise AbawRtError(f"pass one of --checkpoint, --model, --engine (got {' and '.join(given)})")
-    provider = "cuda" if device == "cuda" else "cpu"
-    if engine is not None:
-        if backend not in (None, "trt"):
-            raise AbawRtError(f"--engine '{engine}' is a TensorRT plan: it runs with --backend trt, not {backend!r}")
-        runner = runner_class("trt")(engine, device="cuda")
-        if precision is not None and precision != runner.precision:
-            raise AbawRtError(
-                f"--engine '{engine}' is a {runner.precision} engine but --precision {precision} was asked"
-            )
-        return runner
-    backend = backend or "ort"
-    if model is not None:
-        if backend != "ort":
-            raise AbawRtError(f"--model '{model}' is an ONNX graph: it runs with --backend ort, not {backend!r}")
-        runner = runner_class("ort")(model, provider=provider, threads=threads)
-        if precision is not None and precision != runner.precision:
-            raise AbawRtError(f"--model '{model}' is a {runner.precision} graph but --precision {precision} was asked")
-        return runner
-    from abaw_rt.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    precision = precision or "fp32"
-    if backend == "torch":
-        return runner_class("torch")(ckpt, device=device, precision=precision, threads=threads)
-    if backend != "ort":
-        raise AbawRtError(
-            f"--checkpoint with --backend {backend}: build an engine first ('abaw-rt build') and pass --engine PLAN"
-        )
-    from abaw_rt.export.onnx_export import onnx_path_for
-
-    graph = onnx_path_for(Path(checkpoint), precision)
-    if not graph.is_file():
-        raise AbawRtError(
-            f"checkpoint '{checkpoint}' has no exported {precision} graph at '{graph}': run "
-            f"'abaw-rt export {checkpoint} -p {precision}', or use --backend torch"
-        )
-    runner = runner_class("ort")(graph, provider=provider, threads=threads)
-    if runner.info.checkpoint_sha256 != ckpt.sha256:
-        raise AbawRtError(
-            f"ONNX '{graph}' was exported from another version of '{checkpoint}': re-export it with "
-            f"'abaw-rt export {checkpoint} -p {precision}'"
-        )
-    return runner
+        raise AbawRtError(f"pass one of --checkpoint, --model, --engine (got {' and '.join(n for n, _ in given)})")
+    option, path = given[0]
+    want = {"--checkpoint": Kind.checkpoint, "--model": Kind.fusion_graph, "--engine": Kind.engine}[option]
+    try:
+        artefact = open_artefact(path, want)
+    except AbawRtError as exc:
+        raise AbawRtError(f"{option}: {exc}") from None
+    return open_runner(artefact, backend, RunOptions(precision=precision, device=device, threads=threads))
 
 
 # -- the pipeline ------------------------------------------------------------------------------------
@@ -248,7 +212,7 @@ class Pipeline:
     def __enter__(self) -> "Pipeline":
         from abaw_rt.pipeline.extractors import FeatureExtractor
         from abaw_rt.pipeline.faces import FaceDetector
-        from abaw_rt.runners.onnx_generic import OnnxModelRunner
+        from abaw_rt.artefacts import open_graph
 
         start = time.perf_counter()
         provider = "cuda" if self.config.device == "cuda" else "cpu"
@@ -256,14 +220,14 @@ class Pipeline:
         try:
             if self.visual and self.detector_spec is not None:
                 if self.detector_spec.decoder.value == "retinaface":  # raw heads, decoded in numpy
-                    from abaw_rt.defaults.retinaface import RetinaFaceRunner
+                    from abaw_rt.pipeline.retinaface import RetinaFaceRunner
 
                     runner = RetinaFaceRunner(
                         self.detector_spec.onnx, provider, threads, score_threshold=self.detector_spec.score_threshold,
                         nms_iou=self.detector_spec.nms_iou,
                     ).activate()
                 else:
-                    runner = OnnxModelRunner(self.detector_spec.onnx, provider, threads, what="detector").activate()
+                    runner = open_graph(self.detector_spec.onnx, provider, threads, what="detector").activate()
                 self.detector = FaceDetector(self.detector_spec, runner)
                 self.detector.prepare()
             for s in self.extractor_specs:

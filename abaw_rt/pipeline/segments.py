@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -45,6 +46,18 @@ def segment_batches(plan: list[Segment], batch: int) -> list[list[Segment]]:
     return [plan[i : i + batch] for i in range(0, len(plan), batch)]
 
 
+def stack_padded(pieces: Sequence[np.ndarray], fill=0, dtype=np.float32) -> np.ndarray:
+    """Windows of different lengths -> one (B, T_max, ...) batch, the tail of each row filled with ``fill``.
+
+    The one window batcher: inference pads its segments with it, training its windows and targets.
+    """
+    t = max(len(p) for p in pieces)
+    out = np.full((len(pieces), t) + pieces[0].shape[1:], fill, dtype=dtype)
+    for i, p in enumerate(pieces):
+        out[i, : len(p)] = p
+    return out
+
+
 def run_segments(runner, features: dict[str, np.ndarray], plan: list[Segment], batch: int, on_batch=None):
     """Run the fusion runner over the windows in batches; yield (segment, {head: (length, n) float32}).
 
@@ -56,13 +69,7 @@ def run_segments(runner, features: dict[str, np.ndarray], plan: list[Segment], b
         on_batch: optional callback(seconds, windows) with each call's backend time.
     """
     for group in segment_batches(plan, batch):
-        t = max(s.length for s in group)
-        feeds = {}
-        for m, x in features.items():
-            arr = np.zeros((len(group), t, x.shape[1]), dtype=np.float32)
-            for i, s in enumerate(group):
-                arr[i, : s.length] = x[s.start : s.end]
-            feeds[m] = arr
+        feeds = {m: stack_padded([x[s.start : s.end] for s in group]) for m, x in features.items()}
         feeds[LENGTHS] = np.array([s.length for s in group], dtype=np.int64)
         out = runner.infer(feeds)
         if on_batch:

@@ -1,4 +1,7 @@
-"""Runner layer: the backend registry. Backends load lazily, so importing this pulls in no framework."""
+"""Runner layer: backend name -> Runner class. Backends load lazily, so importing this pulls in no framework.
+
+Files become runners through ``abaw_rt.artefacts.open_runner`` (one registry keyed by file kind and backend).
+"""
 
 from __future__ import annotations
 
@@ -26,8 +29,4 @@ def runner_class(backend: str) -> type[Runner]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_runner(backend: str, *args, **kwargs) -> Runner:
-    return runner_class(backend)(*args, **kwargs)
-
-
-__all__ = ["RUNNERS", "Runner", "make_runner", "runner_class"]
+__all__ = ["RUNNERS", "Runner", "runner_class"]

@@ -19,17 +19,25 @@ from abaw_rt.specs import TensorSpec, check_feeds
 
 
 class Runner:
-    """Base class: subclasses set the specs and header in ``__init__`` and implement the hooks."""
+    """Base class: subclasses set the specs (and, for the fusion model, the header) in ``__init__`` or
+    ``_activate`` and implement the hooks.
+
+    ``infer`` resolves the feeds' symbolic axes once (``check_feeds``) and hands them to ``_infer``, so no
+    backend re-derives batch or time from tensor names. ``artefact`` is the ``abaw_rt.artefacts.Artefact``
+    the runner was opened from (set by ``open_runner``; None for a runner built by hand).
+    """
 
     name = "runner"
     input_specs: tuple[TensorSpec, ...]
     output_specs: tuple[TensorSpec, ...]
-    header: CheckpointHeader  # what the model is: config, labels, window, stride
+    header: CheckpointHeader  # fusion runners: what the model is (config, labels, window, stride)
     precision: str = "fp32"
+    artefact = None  # abaw_rt.artefacts.Artefact, set by open_runner
 
     def __init__(self) -> None:
         self.is_active = False
         self.last_inference_time: float | None = None  # seconds in the backend call, device synchronised
+        self.last_axes: dict[str, int] = {}  # the symbolic axes of the last call, e.g. {"batch": 2, "time": 300}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -58,9 +66,10 @@ class Runner:
         """
         if not self.is_active:
             raise AbawRtError(f"{self.name} runner is not active: use it as a context manager ('with runner: ...')")
-        check_feeds(self.input_specs, feeds)
+        axes = check_feeds(self.input_specs, feeds)
+        self.last_axes = axes
         start = time.perf_counter()
-        out = self._infer(feeds)  # backends return host arrays, so the device is synchronised here
+        out = self._infer(feeds, axes)  # backends return host arrays, so the device is synchronised here
         self.last_inference_time = time.perf_counter() - start
         check_outputs(self, out)
         return out
@@ -72,8 +81,18 @@ class Runner:
     def _deactivate(self) -> None:
         pass
 
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Run the backend on checked feeds; ``axes`` are their resolved symbolic axes."""
         raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What runs where, for reports and logs: backend, precision, artefact and backend details."""
+        source = self.artefact.path if self.artefact is not None else getattr(self, "path", None)
+        return {"backend": self.name, "precision": self.precision, "artefact": str(source) if source else None,
+                **self._describe()}  # fmt: skip
+
+    def _describe(self) -> dict:
+        return {}
 
     def example_feeds(
         self, batch: int, time: int, rng: np.random.Generator | None = None, padded: bool = False

@@ -7,6 +7,7 @@ inputs and outputs: fixed sizes stay fixed, unnamed dynamic axes get a per-posit
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -30,6 +31,16 @@ ORT_DTYPES = {
 }
 
 
+@dataclass(frozen=True)
+class GraphMetadata:
+    """What a third-party graph says about itself (onnxruntime's model metadata), read when it is activated."""
+
+    producer: str = ""  # e.g. "pytorch", "tf2onnx"
+    graph_name: str = ""
+    version: int = 0  # the model's own version field
+    custom: Mapping[str, str] = field(default_factory=dict)  # metadata_props, as the file has them
+
+
 class OnnxModelRunner(Runner):
     """Runs any ONNX graph with onnxruntime; its specs are read from the session when it is activated.
 
@@ -45,7 +56,6 @@ class OnnxModelRunner(Runner):
     """
 
     name = "onnx"
-    header = None  # a third-party graph carries no abaw-rt header
 
     def __init__(
         self,
@@ -71,9 +81,13 @@ class OnnxModelRunner(Runner):
         self.session = None
         self.input_specs = ()
         self.output_specs = ()
+        self.metadata = GraphMetadata()  # filled from the session on activation
 
     def _activate(self) -> None:
         self.session = open_session(self.path, self.provider, None, self.threads, spin=self.spin, what=self.what)
+        meta = self.session.get_modelmeta()
+        self.metadata = GraphMetadata(meta.producer_name, meta.graph_name, meta.version,
+                                      dict(meta.custom_metadata_map))  # fmt: skip
         self.input_specs = tuple(_spec(node) for node in self.session.get_inputs())
         self.output_specs = tuple(_spec(node) for node in self.session.get_outputs())
         self._output_names = [s.name for s in self.output_specs]
@@ -81,7 +95,7 @@ class OnnxModelRunner(Runner):
     def _deactivate(self) -> None:
         self.session = None
 
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
         try:
             outs = self.session.run(self._output_names, dict(feeds))
         except Exception as exc:
@@ -90,6 +104,9 @@ class OnnxModelRunner(Runner):
             k: v.astype(np.float32) if v.dtype in (np.float16, np.float64) else v
             for k, v in zip(self._output_names, outs)
         }
+
+    def _describe(self) -> dict:
+        return {"provider": self.provider, "threads": self.threads, "producer": self.metadata.producer}
 
     def spec(self, name: str | None, kind: str) -> TensorSpec:
         """The input (kind="input") or output spec called ``name``; None picks the graph's only one."""

@@ -94,7 +94,10 @@ class OrtRunner(Runner):
     def _deactivate(self) -> None:
         self.session = None
 
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _describe(self) -> dict:
+        return {"provider": self.provider, "threads": self.threads}
+
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
         try:
             outs = self.session.run(self._output_names, dict(feeds))
         except Exception as exc:

@@ -13,8 +13,10 @@ import numpy as np
 
 from abaw_rt.checkpoint import Checkpoint, load_checkpoint
 from abaw_rt.errors import AbawRtError, require_module
+from abaw_rt.model.config import LENGTHS
 from abaw_rt.runners.base import Runner
 from abaw_rt.runners.buckets import ShapeBuckets, pad_feeds, unpad_outputs
+from abaw_rt.specs import BATCH, TIME
 
 
 class TorchRunner(Runner):
@@ -88,20 +90,22 @@ class TorchRunner(Runner):
         self._forward = None
         self.model = None
 
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _describe(self) -> dict:
+        return {"device": self.device, "threads": self.threads, "cuda_graphs": self.cuda_graphs}
+
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
         if self.cuda_graphs:
-            return self._infer_graph(feeds)
+            return self._infer_graph(feeds, axes[BATCH], axes[TIME])
         torch = self._torch
         with torch.inference_mode():
             t = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()}
-            lengths = t.pop("lengths")
+            lengths = t.pop(LENGTHS)
             out = self._forward(t, lengths)
             return {k: v.cpu().numpy() for k, v in out.items()}
 
-    def _infer_graph(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer_graph(self, feeds: Mapping[str, np.ndarray], batch: int, time: int) -> dict[str, np.ndarray]:
         """Pad to the shape bucket, replay its CUDA graph (capturing it on first use), cut the outputs back."""
         torch = self._torch
-        batch, time = feeds["lengths"].shape[0], feeds[self.header.config.modalities[0]].shape[1]
         run_b, run_t = self.buckets.bucket(batch, time)
         padded = (run_b, run_t) != (batch, time)
         run_feeds = pad_feeds(feeds, self.input_specs, run_b, run_t) if padded else feeds
@@ -121,8 +125,8 @@ class TorchRunner(Runner):
         static_in = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()}
 
         def step():
-            x = {k: v for k, v in static_in.items() if k != "lengths"}
-            return self._forward(x, static_in["lengths"])
+            x = {k: v for k, v in static_in.items() if k != LENGTHS}
+            return self._forward(x, static_in[LENGTHS])
 
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream())

