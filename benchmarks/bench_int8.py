@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw_rt.bench.measure import Timing, runner_call, time_calls
+from abaw_rt.bench.measure import time_in_turns
 from abaw_rt.machine import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,15 +54,12 @@ def latency(graphs: dict, feeds: dict, threads: int, args) -> dict:
     runners = {k: OnnxModelRunner(p, threads=threads, spin=True) for k, p in graphs.items()}
     for r in runners.values():
         r.activate()
-    times = {k: [] for k in runners}
     try:
-        for _ in range(args.rounds):
-            for k, r in runners.items():
-                times[k] += time_calls(runner_call(r, feeds), args.warmup, args.min_iters, args.min_seconds / args.rounds)
+        timings = time_in_turns(runners, feeds, args.warmup, args.min_iters, args.min_seconds, rounds=args.rounds)
     finally:
         for r in runners.values():
             r.deactivate()
-    out = {k: Timing.of(t).to_dict() for k, t in times.items()}
+    out = {k: t.to_dict() for k, t in timings.items()}
     out["speedup"] = out["fp32"]["p50_ms"] / out["int8"]["p50_ms"]
     return out
 

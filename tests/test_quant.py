@@ -222,7 +222,8 @@ def test_int8_graph_goes_through_verify_and_infer(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("av")
     from abaw_rt.checkpoint import load_checkpoint
-    from abaw_rt.export.onnx_export import export_onnx, onnx_path_for
+    from abaw_rt.artefacts import onnx_path_for
+    from abaw_rt.export.onnx_export import export_onnx
     from abaw_rt.pipeline import synthetic as syn
     from abaw_rt.store import FeatureStore
     from tests.reliability import infer_kit
