@@ -26,6 +26,14 @@ class Device(str, Enum):
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"  # normalisation, LayerNorm and softmax stay FP32 in the graph
+    int8 = "int8"  # static QDQ INT8 matmuls/convolutions (abaw-rt quantize); the rest FP32
+
+
+class Activation(str, Enum):
+    """INT8 activation type of ``abaw-rt quantize``."""
+
+    u8 = "u8"  # asymmetric uint8 activations x int8 weights: onnxruntime's fast path on x86 CPUs
+    s8 = "s8"  # symmetric int8 activations and weights (zero points 0): TensorRT explicit quantisation
 
 
 class Task(str, Enum):

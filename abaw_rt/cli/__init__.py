@@ -249,6 +249,7 @@ from abaw_rt.cli import (
     engine_cmds,  # noqa: E402,F401
     infer_cmds,  # noqa: E402,F401
     model_cmds,  # noqa: E402,F401
+    quant_cmds,  # noqa: E402,F401
     train_cmds,  # noqa: E402,F401
 )
 

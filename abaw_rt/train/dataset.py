@@ -70,6 +70,17 @@ def align_labels(
     return np.concatenate([target, np.full(pad_shape, INVALID[task], dtype=target.dtype)])
 
 
+def model_inputs(features: Mapping[str, np.ndarray], model_cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Per-extractor (N, D) arrays -> the model's inputs: modality -> (N, sum of its dims), config order."""
+    return {
+        m: np.ascontiguousarray(
+            np.concatenate([features[f.name] for f in model_cfg.features if f.modality == m], axis=1),
+            dtype=np.float32,
+        )
+        for m in model_cfg.modalities
+    }
+
+
 def load_samples(
     store: FeatureStore,
     label_paths: Sequence[Path],
@@ -92,14 +103,7 @@ def load_samples(
         target = read_annotation(path, task)
         source = resolve_source(path.stem, videos)
         if source not in cache:
-            stored = store.read(source, names)
-            cache[source] = {
-                m: np.ascontiguousarray(
-                    np.concatenate([stored.features[f.name] for f in model_cfg.features if f.modality == m], axis=1),
-                    dtype=np.float32,
-                )
-                for m in model_cfg.modalities
-            }
+            cache[source] = model_inputs(store.read(source, names).features, model_cfg)
         inputs = cache[source]
         frames = next(iter(inputs.values())).shape[0]
         feature_path = store.root / names[0] / f"{source}.npy"
