@@ -88,7 +88,7 @@ def test_feature_missing_from_store_is_named():
 
 
 def test_schedule_warms_up_linearly_for_one_epoch_then_decays_by_cosine():
-    from abaw_rt.train.loop import lr_at  # torch
+    from abaw_rt.train.schedule import lr_at  # torch
 
     o = OptimSection(lr=1.0, epochs=5, warmup_epochs=1.0, min_lr=0.0)
     spe = 10

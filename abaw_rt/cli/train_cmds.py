@@ -121,7 +121,9 @@ def train_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model from a recipe; the best epoch (by validation metric) is saved as <out>/best.safetensors."""
-    from abaw_rt.train.loop import check_run_folder, load_data, train
+    from abaw_rt.train.data import load_data
+    from abaw_rt.train.loop import train
+    from abaw_rt.train.outputs import check_run_folder
 
     cfg = _config(recipe, data, size, epochs, device, seed, sets)
     out_dir = out_dir or Path("runs") / recipe.stem
@@ -176,7 +178,7 @@ def crossval_cmd(
 ) -> None:
     """K-fold cross-validation over the recipe's training + validation videos, with a summary table."""
     from abaw_rt.train.crossval import SUMMARY_JSON, crossval
-    from abaw_rt.train.loop import load_data
+    from abaw_rt.train.data import load_data
 
     cfg = _config(recipe, data, size, epochs, device, seed, sets)
     if folds is not None:

@@ -26,7 +26,7 @@ from abaw_rt.pipeline.stitch import Merge, Stitcher, to_probabilities
 from abaw_rt.train import metrics as M
 from abaw_rt.train.config import OptimSection
 from abaw_rt.train.dataset import VideoSample, normalization_stats
-from abaw_rt.train.loop import lr_at
+from abaw_rt.train.schedule import lr_at
 from abaw_rt.train.losses import expr_loss, va_loss
 from abaw_rt.train.windows import training_windows
 

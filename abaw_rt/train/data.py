@@ -1,0 +1,82 @@
+"""Training layer: the data of a run (samples of both splits, read from the feature store) and batches of windows.
+
+Torch-free: batches are numpy arrays; the loop moves them to the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from abaw_rt.errors import AbawRtError
+from abaw_rt.store import FeatureStore
+from abaw_rt.train.annotations import INVALID
+from abaw_rt.train.config import TrainConfig
+from abaw_rt.train.dataset import VideoSample, data_fingerprint, load_split
+from abaw_rt.train.windows import training_windows
+
+Item = tuple[int, int, int]  # (sample index, start frame, length)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Training and validation samples plus the feature store's extractor index (dims and modalities)."""
+
+    train: list[VideoSample]
+    val: list[VideoSample]
+    extractors: dict[str, dict]
+
+    def check(self) -> None:
+        if not self.train or not self.val:
+            raise AbawRtError(
+                f"training needs videos in both splits (got {len(self.train)} train, {len(self.val)} val)"
+            )
+
+    def fingerprint(self) -> str:
+        """sha256 of both splits, each on its own: the same videos split differently (another fold) differ."""
+        return hashlib.sha256(
+            f"train {data_fingerprint(self.train)} val {data_fingerprint(self.val)}".encode()
+        ).hexdigest()
+
+
+def load_data(cfg: TrainConfig) -> TrainData:
+    """Read the recipe's feature store and its train/validation label folders."""
+    store = FeatureStore(cfg.data.features_dir())
+    if not (store.root / "store.json").is_file():
+        raise AbawRtError(f"feature store '{store.root}': no store.json ([data] root / features)")
+    extractors = store.extractors()
+    mcfg = cfg.model_config(extractors)
+    cache: dict = {}
+    tol = cfg.data.max_length_mismatch
+    train = load_split(store, cfg.data.annotations_dir(cfg.data.train_split), cfg.task.value, mcfg, tol, cache)
+    val = load_split(store, cfg.data.annotations_dir(cfg.data.val_split), cfg.task.value, mcfg, tol, cache)
+    overlap = sorted({s.source for s in train} & {s.source for s in val})
+    if overlap:
+        raise AbawRtError(f"videos {overlap[:5]} are in both the training and validation splits")
+    return TrainData(train, val, extractors)
+
+
+def window_items(samples: Sequence[VideoSample], window: int, stride: int) -> list[Item]:
+    """Every training window of every sample (``training_windows``: tail kept)."""
+    return [(k, s, n) for k, smp in enumerate(samples) for s, n in training_windows(smp.frames, window, stride)]
+
+
+def collate(samples: Sequence[VideoSample], items: Sequence[Item], modalities, task: str):
+    """(sample index, start, length) items -> padded numpy inputs, lengths and targets."""
+    t = max(length for _, _, length in items)
+    b = len(items)
+    first = samples[items[0][0]]
+    feats = {m: np.zeros((b, t, first.inputs[m].shape[1]), dtype=np.float32) for m in modalities}
+    tshape = first.target.shape[1:]
+    target = np.full((b, t) + tshape, INVALID[task], dtype=first.target.dtype)
+    lengths = np.zeros(b, dtype=np.int64)
+    for i, (k, start, length) in enumerate(items):
+        s = samples[k]
+        for m in modalities:
+            feats[m][i, :length] = s.inputs[m][start : start + length]
+        target[i, :length] = s.target[start : start + length]
+        lengths[i] = length
+    return feats, lengths, target
