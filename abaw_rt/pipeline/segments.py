@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -45,6 +46,18 @@ def segment_batches(plan: list[Segment], batch: int) -> list[list[Segment]]:
     return [plan[i : i + batch] for i in range(0, len(plan), batch)]
 
 
+def pad_windows(rows: Sequence[np.ndarray], fill: float = 0.0) -> np.ndarray:
+    """Windows of (length_i, ...) rows -> one (batch, max length, ...) array, the tail of shorter ones ``fill``.
+
+    The one window batcher: the fusion runner's feeds here, training and validation batches in ``abaw_rt.train``.
+    """
+    first = np.asarray(rows[0])
+    out = np.full((len(rows), max(len(r) for r in rows)) + first.shape[1:], fill, dtype=first.dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
 def run_segments(runner, features: dict[str, np.ndarray], plan: list[Segment], batch: int, on_batch=None):
     """Run the fusion runner over the windows in batches; yield (segment, {head: (length, n) float32}).
 
@@ -56,13 +69,8 @@ def run_segments(runner, features: dict[str, np.ndarray], plan: list[Segment], b
         on_batch: optional callback(seconds, windows) with each call's backend time.
     """
     for group in segment_batches(plan, batch):
-        t = max(s.length for s in group)
-        feeds = {}
-        for m, x in features.items():
-            arr = np.zeros((len(group), t, x.shape[1]), dtype=np.float32)
-            for i, s in enumerate(group):
-                arr[i, : s.length] = x[s.start : s.end]
-            feeds[m] = arr
+        feeds = {m: pad_windows([x[s.start : s.end] for s in group]).astype(np.float32, copy=False)
+                 for m, x in features.items()}
         feeds[LENGTHS] = np.array([s.length for s in group], dtype=np.int64)
         out = runner.infer(feeds)
         if on_batch:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from abaw_rt.errors import AbawRtError
+from abaw_rt.pipeline.segments import pad_windows
 from abaw_rt.store import FeatureStore
 from abaw_rt.train.annotations import INVALID
 from abaw_rt.train.config import TrainConfig
@@ -44,6 +45,11 @@ class TrainData:
 
 def load_data(cfg: TrainConfig) -> TrainData:
     """Read the recipe's feature store and its train/validation label folders."""
+    if cfg.extra_tasks:
+        raise AbawRtError(
+            f"task {[t.value for t in cfg.tasks]}: a recipe reads one task's annotation folder; train several heads "
+            "through the Python API with pre-loaded data (abaw_rt.train.loop.train(cfg, out, data=...))"
+        )
     store = FeatureStore(cfg.data.features_dir())
     if not (store.root / "store.json").is_file():
         raise AbawRtError(f"feature store '{store.root}': no store.json ([data] root / features)")
@@ -64,19 +70,15 @@ def window_items(samples: Sequence[VideoSample], window: int, stride: int) -> li
     return [(k, s, n) for k, smp in enumerate(samples) for s, n in training_windows(smp.frames, window, stride)]
 
 
-def collate(samples: Sequence[VideoSample], items: Sequence[Item], modalities, task: str):
-    """(sample index, start, length) items -> padded numpy inputs, lengths and targets."""
-    t = max(length for _, _, length in items)
-    b = len(items)
-    first = samples[items[0][0]]
-    feats = {m: np.zeros((b, t, first.inputs[m].shape[1]), dtype=np.float32) for m in modalities}
-    tshape = first.target.shape[1:]
-    target = np.full((b, t) + tshape, INVALID[task], dtype=first.target.dtype)
-    lengths = np.zeros(b, dtype=np.int64)
-    for i, (k, start, length) in enumerate(items):
-        s = samples[k]
-        for m in modalities:
-            feats[m][i, :length] = s.inputs[m][start : start + length]
-        target[i, :length] = s.target[start : start + length]
-        lengths[i] = length
-    return feats, lengths, target
+def collate(samples: Sequence[VideoSample], items: Sequence[Item], modalities, tasks: Sequence[str]):
+    """(sample index, start, length) items -> padded numpy inputs, lengths and {task: padded targets}.
+
+    Padded target frames carry the task's invalid marker, so every loss leaves them out.
+    """
+    windows = [(samples[k], start, length) for k, start, length in items]
+    feats = {m: pad_windows([s.inputs[m][a : a + n] for s, a, n in windows]) for m in modalities}
+    targets = {
+        t: pad_windows([s.targets(tasks)[t][a : a + n] for s, a, n in windows], INVALID[t]) for t in tasks
+    }
+    lengths = np.array([n for _, _, n in windows], dtype=np.int64)
+    return feats, lengths, targets

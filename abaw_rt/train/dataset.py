@@ -10,7 +10,7 @@ frames: extra label lines are dropped, frames past the labels are invalid; a lar
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -32,10 +32,16 @@ class VideoSample:
     inputs: Mapping[str, np.ndarray]  # modality -> (N, D_m) float32 raw features (shared by _left/_right)
     target: np.ndarray  # va (N, 2) float32, expr (N,) int64, au (N, 12) float32; invalid markers included
     fps: float | None = None
+    # multi-head runs: the further tasks' targets (task -> array shaped like that task's ``target``)
+    other_targets: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
         return int(self.target.shape[0])
+
+    def targets(self, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+        """task -> target for a run's tasks; the first is the sample's own ``target``."""
+        return {t: self.target if i == 0 else self.other_targets[t] for i, t in enumerate(tasks)}
 
 
 def resolve_source(name: str, store_videos: set[str] | Sequence[str]) -> str:
@@ -157,6 +163,9 @@ def data_fingerprint(samples: Sequence[VideoSample]) -> str:
             feature_hash[s.source] = fh.hexdigest()
         h.update(f"{s.name}|{s.source}|{feature_hash[s.source]}|".encode())
         h.update(np.ascontiguousarray(s.target).tobytes())
+        for task in sorted(s.other_targets):
+            h.update(task.encode())
+            h.update(np.ascontiguousarray(s.other_targets[task]).tobytes())
     return h.hexdigest()
 
 

@@ -147,17 +147,18 @@ def _epoch(run: _Run, progress: Progress, epoch: int) -> None:
 
 def _step(run: _Run, items: list, lr: float, epoch: int, step: int) -> float:
     """One optimiser step on a batch of windows; returns its loss."""
-    task, device = run.cfg.task.value, run.device
-    feats, lengths, target = collate(run.data.train, items, run.mcfg.modalities, task)
+    tasks, device = [t.value for t in run.cfg.tasks], run.device
+    feats, lengths, targets = collate(run.data.train, items, run.mcfg.modalities, tasks)
     lengths_t = torch.from_numpy(lengths).to(device)
-    target_t = torch.from_numpy(target).to(device)
     frame_mask = torch.arange(lengths_t.max().item(), device=device)[None, :] < lengths_t[:, None]
     for g in run.optimizer.param_groups:
         g["lr"] = lr
     use_amp = run.cfg.run.amp and device == "cuda"
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-        out = run.model(to_device(feats, device), lengths_t)[task]
-    loss = task_loss(task, out, target_t, frame_mask)
+        out = run.model(to_device(feats, device), lengths_t)
+    target_t = to_device(targets, device)
+    losses = [task_loss(t, out[t], target_t[t], frame_mask) for t in tasks]  # several heads: summed
+    loss = losses[0] if len(losses) == 1 else sum(losses[1:], losses[0])
     if not torch.isfinite(loss):
         raise AbawRtError(
             f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}): lower [optim] lr"
