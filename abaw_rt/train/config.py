@@ -46,6 +46,9 @@ class DataSection:
     # Aff-Wild2 label files and decoded frame counts often differ by a frame or two: up to this many frames
     # extra labels are dropped and missing labels count as invalid; a larger gap is an error.
     max_length_mismatch: int = 5
+    # read feature files memory-mapped and build windows per batch (peak memory bounded whatever the store's
+    # size); false loads every video into memory. Both give the same numbers.
+    memory_map: bool = True
 
     def __post_init__(self) -> None:
         if not self.annotations:
@@ -255,6 +258,7 @@ _KINDS: dict[type, dict[str, Any]] = {
         "train_split": str,
         "val_split": str,
         "max_length_mismatch": int,
+        "memory_map": bool,
     },
     WindowSection: {"window": int, "stride": int, "merge": Merge},
     OptimSection: {

@@ -57,8 +57,10 @@ def load_data(cfg: TrainConfig) -> TrainData:
     mcfg = cfg.model_config(extractors)
     cache: dict = {}
     tol = cfg.data.max_length_mismatch
-    train = load_split(store, cfg.data.annotations_dir(cfg.data.train_split), cfg.task.value, mcfg, tol, cache)
-    val = load_split(store, cfg.data.annotations_dir(cfg.data.val_split), cfg.task.value, mcfg, tol, cache)
+    train, val = (
+        load_split(store, cfg.data.annotations_dir(split), cfg.task.value, mcfg, tol, cache, cfg.data.memory_map)
+        for split in (cfg.data.train_split, cfg.data.val_split)
+    )
     overlap = sorted({s.source for s in train} & {s.source for s in val})
     if overlap:
         raise AbawRtError(f"videos {overlap[:5]} are in both the training and validation splits")
