@@ -40,21 +40,66 @@ class StoredVideo:
     fps: float | None
 
 
-def fill_from_nearest(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Rows where ``valid`` is False take the row of the nearest valid frame (ties: the earlier one).
-
-    With no valid frame at all the rows are returned unchanged (the caller decides what that means).
-    """
+def nearest_rows(valid: np.ndarray) -> np.ndarray | None:
+    """For each frame, the index of the nearest valid frame (ties: the earlier one); None when every frame is
+    valid or none is (rows stay as they are)."""
     valid = np.asarray(valid, dtype=bool)
     if valid.all() or not valid.any():
-        return x
+        return None
     idx = np.flatnonzero(valid)
     pos = np.arange(len(valid))
     right = np.searchsorted(idx, pos).clip(0, len(idx) - 1)
     left = (right - 1).clip(0, len(idx) - 1)
     take_left = np.abs(pos - idx[left]) <= np.abs(idx[right] - pos)
-    nearest = np.where(take_left, idx[left], idx[right])
-    return x[nearest]
+    return np.where(take_left, idx[left], idx[right])
+
+
+def fill_from_nearest(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows where ``valid`` is False take the row of the nearest valid frame (ties: the earlier one).
+
+    With no valid frame at all the rows are returned unchanged (the caller decides what that means).
+    """
+    rows = nearest_rows(valid)
+    return x if rows is None else x[rows]
+
+
+CHUNK_ROWS = 4096  # rows per read when a memory-mapped file is checked or summed
+
+
+class LazyRows:
+    """A (frames, dim) float32 matrix over memory-mapped feature files, read only where it is sliced.
+
+    The files' columns sit side by side (feature groups of one modality, in order); ``rows`` (from
+    ``nearest_rows``) maps missing-face frames to the nearest face's row. A slice ``[a:b]`` maps the files,
+    copies those rows and unmaps them again, so resident memory stays at one batch whatever the store's size.
+    """
+
+    def __init__(self, paths: Sequence[Path], dims: Sequence[int], frames: int, rows: np.ndarray | None = None):
+        self.paths, self.dims, self.rows = [Path(p) for p in paths], list(dims), rows
+        self.shape = (int(frames), int(sum(dims)))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("LazyRows supports row slices only")
+        start, stop, _ = key.indices(self.shape[0])
+        stop = max(start, stop)
+        parts = []
+        for path in self.paths:
+            mm = _load_npy(path, mmap=True)
+            parts.append(mm[self.rows[start:stop]] if self.rows is not None else np.array(mm[start:stop]))
+            del mm
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+
+def row_chunks(x, rows: int = CHUNK_ROWS):
+    """``x[a:b]`` in chunks of ``rows`` rows: arrays and ``LazyRows`` alike."""
+    for a in range(0, len(x), rows):
+        yield x[a : a + rows]
 
 
 def _safe_name(name: str, what: str) -> str:
@@ -122,31 +167,55 @@ class FeatureStore:
     # -- read -----------------------------------------------------------------------------------------
     def read(self, video: str, names: Sequence[str], fill_missing_faces: bool = True) -> StoredVideo:
         """Load a video's features for the named extractors, missing-face rows filled from the nearest face."""
+        meta, specs = self._meta(video, names)
+        faces = _load_npy(self.root / FACES / f"{video}.npy").astype(bool)
+        feats = {}
+        for name in names:
+            arr = self._checked(video, name, meta, specs[name])
+            if fill_missing_faces and specs[name]["modality"] == "visual":
+                arr = fill_from_nearest(arr, faces)
+            feats[name] = arr.astype(np.float32, copy=False)
+        return StoredVideo(features=feats, face_found=faces, fps=meta.get("fps"))
+
+    def read_lazy(self, video: str, names: Sequence[str]) -> tuple[LazyRows, float | None]:
+        """The named extractors' columns side by side as memory-mapped ``LazyRows`` (missing faces filled from
+        the nearest face for visual ones); the same values as ``read`` concatenated, never all in memory."""
+        meta, specs = self._meta(video, names)
+        modalities = {specs[n]["modality"] for n in names}
+        if len(modalities) != 1:
+            raise AbawRtError(f"feature store '{self.root}': {list(names)} mix modalities {sorted(modalities)}")
+        rows = None
+        if modalities == {"visual"}:
+            rows = nearest_rows(_load_npy(self.root / FACES / f"{video}.npy").astype(bool))
+        for n in names:
+            self._checked(video, n, meta, specs[n], mmap=True)
+        paths = [self.root / n / f"{video}.npy" for n in names]
+        return LazyRows(paths, [specs[n]["dim"] for n in names], meta["frames"], rows), meta.get("fps")
+
+    def _meta(self, video: str, names: Sequence[str]) -> tuple[dict, dict]:
         _safe_name(video, "video")
         idx = self.index()
         meta = idx["videos"].get(video)
         if meta is None:
             raise AbawRtError(f"feature store '{self.root}': no video '{video}'")
-        faces = _load_npy(self.root / FACES / f"{video}.npy").astype(bool)
-        feats = {}
         for name in names:
             if name not in idx["extractors"]:
                 raise AbawRtError(
                     f"feature store '{self.root}': no extractor '{name}' (have {sorted(idx['extractors'])})"
                 )
-            arr = _load_npy(self.root / name / f"{video}.npy")
-            spec = idx["extractors"][name]
-            if arr.shape != (meta["frames"], spec["dim"]):
-                raise AbawRtError(
-                    f"feature file '{self.root / name / (video + '.npy')}': shape {arr.shape}, expected ({meta['frames']}, {spec['dim']})"
-                )
-            if not np.all(np.isfinite(arr)):
-                bad = int(np.argwhere(~np.isfinite(arr))[0][0])
-                raise AbawRtError(f"feature file '{self.root / name / (video + '.npy')}': NaN or inf at frame {bad + 1}")
-            if fill_missing_faces and spec["modality"] == "visual":
-                arr = fill_from_nearest(arr, faces)
-            feats[name] = arr.astype(np.float32, copy=False)
-        return StoredVideo(features=feats, face_found=faces, fps=meta.get("fps"))
+        return meta, {n: idx["extractors"][n] for n in names}
+
+    def _checked(self, video: str, name: str, meta: dict, spec: dict, mmap: bool = False) -> np.ndarray:
+        """A feature file once its shape and values are checked (chunk by chunk when memory-mapped)."""
+        path = self.root / name / f"{video}.npy"
+        arr = _load_npy(path, mmap=mmap)
+        if arr.shape != (meta["frames"], spec["dim"]):
+            raise AbawRtError(f"feature file '{path}': shape {arr.shape}, expected ({meta['frames']}, {spec['dim']})")
+        for start, chunk in zip(range(0, len(arr), CHUNK_ROWS), row_chunks(arr)):
+            bad = np.argwhere(~np.isfinite(chunk))
+            if len(bad):
+                raise AbawRtError(f"feature file '{path}': NaN or inf at frame {start + int(bad[0][0]) + 1}")
+        return arr
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -155,9 +224,9 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except FileNotFoundError:
         raise AbawRtError(f"feature file '{path}': missing") from None
     except (ValueError, OSError) as exc:

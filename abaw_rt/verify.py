@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from abaw_rt.metrics import ccc
 from abaw_rt.model.config import HEAD_LABELS, LENGTHS
 from abaw_rt.runners.base import Runner
 
@@ -62,15 +63,6 @@ class OutputStats:
 def _valid_rows(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(B, T, C) -> (sum(lengths), C): the real frames only."""
     return np.concatenate([x[b, : int(n)] for b, n in enumerate(lengths)], axis=0).astype(np.float64)
-
-
-def ccc(x: np.ndarray, y: np.ndarray) -> float:
-    """Concordance correlation coefficient with population moments (Zhou et al. 2023)."""
-    mx, my = x.mean(), y.mean()
-    vx, vy = x.var(), y.var()
-    cov = ((x - mx) * (y - my)).mean()
-    denom = vx + vy + (mx - my) ** 2
-    return float(2 * cov / denom) if denom > 0 else 1.0
 
 
 def output_stats(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerances) -> OutputStats:

@@ -70,23 +70,48 @@ def test_face_dropouts_take_the_nearest_face():
 
 
 def test_training_loop_learns_and_saves_a_loadable_checkpoint(videos, tmp_path):
-    pytest.importorskip("torch")
-    from abaw_rt.checkpoint import CheckpointHeader, load_checkpoint, save_checkpoint
-    from abaw_rt.defaults.demo_train import DemoTrainConfig, demo_model_config, evaluate, train_demo
+    torch = pytest.importorskip("torch")
+    from abaw_rt.checkpoint import load_checkpoint
     from abaw_rt.model.fusion import build_model
+    from abaw_rt.train.demo import demo_data, demo_recipe
+    from abaw_rt.train.evaluate import evaluate
+    from abaw_rt.train.loop import train
 
-    cfg = DemoTrainConfig(epochs=2, batch_size=8, lr=3e-3, window=120, stride=80, threads=1)
-    result = train_demo(videos[:4], videos[4:], cfg)
-    assert [r["epoch"] for r in result.history] == [1, 2]
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    mcfg = demo_model_config(cfg.dropout)
-    header = CheckpointHeader(mcfg, result.normalization, window=cfg.window, stride=cfg.stride)
-    path = save_checkpoint(tmp_path / "d.safetensors", header, result.state)
-    model = build_model(load_checkpoint(path), "fp32")
-    again = evaluate(model, videos[4:], cfg)
-    assert again["score"] == pytest.approx(result.metrics["score"], abs=1e-6)  # the saved weights are the best epoch's
-    rerun = train_demo(videos[:4], videos[4:], cfg)  # seeded: same config, data and threads -> same weights
-    assert all(np.array_equal(rerun.state[k], result.state[k]) for k in result.state)
+    torch.set_num_threads(1)
+    cfg = demo_recipe(epochs=2, batch_size=8, lr=3e-3, window=120, stride=80, threads=1)
+    data = demo_data(videos[:4], videos[4:])
+    result = train(cfg, tmp_path / "a", data=data)  # one run, heads VA + EXPR, the two losses summed
+    assert [r.epoch for r in result.history] == [1, 2]
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    ckpt = load_checkpoint(result.best_path)
+    assert ckpt.header.config.heads == ("va", "expr") and ckpt.header.config.d_model == 64
+    model = build_model(ckpt, "fp32")
+    _, again = evaluate(model, data.val, cfg, "cpu")
+    m = result.best_metrics
+    assert again["score"] == pytest.approx(m["score"], abs=1e-6)  # the saved weights are the best epoch's
+    assert m["score"] == pytest.approx(m["va_score"] + m["expr_score"], abs=1e-12)
+    rerun = train(cfg, tmp_path / "b", data=data)  # seeded: same config, data and threads -> same weights
+    state = load_checkpoint(rerun.best_path).tensors
+    assert all(np.array_equal(state[k], ckpt.tensors[k]) for k in ckpt.tensors)
+
+
+def test_demo_script_trains_through_the_training_api(tmp_path):
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from abaw_rt.checkpoint import load_checkpoint
+
+    path = defaults.DEFAULTS_DIR.parents[1] / "scripts" / "train_demo_model.py"
+    spec = importlib.util.spec_from_file_location("train_demo_model", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "demo.safetensors"
+    args = ["--out", str(out), "--videos", "5", "--min-seconds", "8", "--max-seconds", "12", "--epochs", "1", "--threads", "1"]
+    assert script.main([*args, "--no-export"]) == 0
+    h = load_checkpoint(out).header
+    assert h.config.heads == ("va", "expr") and h.provenance["demo"] is True and h.provenance["best_epoch"] == 1
+    assert set(h.provenance["metrics"]) >= {"ccc_mean", "expr_f1", "expr_f1_7", "score"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.safetensors"]  # nothing else left behind
 
 
 # -- the shipped demo model ---------------------------------------------------------------------------------------

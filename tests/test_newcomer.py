@@ -95,16 +95,16 @@ def test_reading_a_graph_for_inference_does_not_import_onnx():
 
 
 def test_recipes_load_by_name_from_any_folder(tmp_path, monkeypatch):
-    from abaw_rt.engines.recipes import available_recipes, load_engine_recipe as load_recipe
+    from abaw_rt.engines.recipes import available_recipes, load_engine_recipe as load_train_recipe
 
     monkeypatch.chdir(tmp_path)  # no engines/ here and no source tree relative to it
     assert {"jetson-orin", "t4-a10", "h100"} <= set(available_recipes())
-    assert load_recipe("jetson-orin").name == "jetson-orin"
+    assert load_train_recipe("jetson-orin").name == "jetson-orin"
     own = tmp_path / "engines" / "recipes"
     own.mkdir(parents=True)
     data = json.loads((Path(__file__).parents[1] / "abaw_rt/engines/recipe_files/h100.json").read_text())
     (own / "h100.json").write_text(json.dumps({**data, "description": "mine"}))
-    assert load_recipe("h100").description == "mine"  # the working folder's own recipe comes first
+    assert load_train_recipe("h100").description == "mine"  # the working folder's own recipe comes first
 
 
 def test_recipes_are_package_data():

@@ -88,7 +88,7 @@ def test_feature_missing_from_store_is_named():
 
 
 def test_schedule_warms_up_linearly_for_one_epoch_then_decays_by_cosine():
-    from abaw_rt.train.loop import lr_at  # torch
+    from abaw_rt.train.schedule import lr_at  # torch
 
     o = OptimSection(lr=1.0, epochs=5, warmup_epochs=1.0, min_lr=0.0)
     spe = 10
@@ -99,3 +99,20 @@ def test_schedule_warms_up_linearly_for_one_epoch_then_decays_by_cosine():
     total = spe * o.epochs
     assert lrs[spe + 20] == pytest.approx(0.5 * (1 + math.cos(math.pi * 20 / (total - spe))))
     assert lrs[-1] < 0.01
+
+
+def test_several_tasks_one_run_round_trip_and_need_pre_loaded_data():
+    cfg = load_train_recipe(RECIPES / "va.toml", ["task=['va', 'expr']"])
+    assert [t.value for t in cfg.tasks] == ["va", "expr"] and cfg.task.value == "va"
+    assert cfg.to_dict()["task"] == ["va", "expr"]
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert load_train_recipe(RECIPES / "va.toml").to_dict()["task"] == "va"  # one task stays a string
+    mcfg = cfg.model_config({n: {"dim": 4, "modality": "visual"} for n in cfg.model.features[:-1]}
+                            | {"wav2vec2": {"dim": 4, "modality": "audio"}})
+    assert mcfg.heads == ("va", "expr")
+    with pytest.raises(AbawRtError, match="distinct tasks"):
+        load_train_recipe(RECIPES / "va.toml", ["task=['va', 'va']"])
+    from abaw_rt.train.data import load_data
+
+    with pytest.raises(AbawRtError, match="Python API with pre-loaded data"):
+        load_data(cfg)

@@ -20,7 +20,9 @@ from abaw_rt.errors import AbawRtError  # noqa: E402
 from abaw_rt.train.config import load_train_recipe  # noqa: E402
 from abaw_rt.train.crossval import SUMMARY_JSON, assign_folds, crossval  # noqa: E402
 from abaw_rt.train.dataset import normalization_stats  # noqa: E402
-from abaw_rt.train.loop import LAST, METRICS_CSV, METRICS_JSON, Reporter, load_data, train  # noqa: E402
+from abaw_rt.train.data import load_data  # noqa: E402
+from abaw_rt.train.loop import Reporter, train  # noqa: E402
+from abaw_rt.train.outputs import LAST, METRICS_CSV, METRICS_JSON  # noqa: E402
 from abaw_rt.train.synthetic import SyntheticSpec, make_synthetic  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes"
@@ -125,7 +127,7 @@ def test_best_checkpoint_carries_train_statistics_and_provenance(synth, tmp_path
     assert (tmp_path / "run" / METRICS_CSV).read_text().splitlines()[0].startswith("epoch,lr,train_loss,val_loss")
     # the saved weights reproduce the metric the run reported
     from abaw_rt.model.fusion import build_model
-    from abaw_rt.train.loop import evaluate
+    from abaw_rt.train.evaluate import evaluate
 
     _, metrics = evaluate(build_model(ckpt), data.val, cfg, "cpu")
     assert metrics["score"] == pytest.approx(res.best_metrics["score"], abs=1e-6)

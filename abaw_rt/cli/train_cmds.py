@@ -1,4 +1,4 @@
-"""CLI layer: training verbs: train, crossval, make-synthetic."""
+"""CLI layer: training verbs: train, crossval, evaluate, make-synthetic."""
 
 from __future__ import annotations
 
@@ -126,7 +126,9 @@ def train_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model from a recipe; the best epoch (by validation metric) is saved as <out>/best.safetensors."""
-    from abaw_rt.train.loop import check_run_folder, load_data, train
+    from abaw_rt.train.data import load_data
+    from abaw_rt.train.loop import train
+    from abaw_rt.train.outputs import check_run_folder
 
     cfg = _config(recipe, data, size, epochs, device, seed, sets, threads)
     out_dir = out_dir or Path("runs") / recipe.stem
@@ -182,7 +184,7 @@ def crossval_cmd(
 ) -> None:
     """K-fold cross-validation over the recipe's training + validation videos, with a summary table."""
     from abaw_rt.train.crossval import SUMMARY_JSON, crossval
-    from abaw_rt.train.loop import load_data
+    from abaw_rt.train.data import load_data
 
     cfg = _config(recipe, data, size, epochs, device, seed, sets, threads)
     if folds is not None:
@@ -221,6 +223,34 @@ def crossval_cmd(
     table.add_row("mean ± std", "", "", *(f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}" for k in keys))
     out.print(table)
     out.print(f"summary: {out_dir / SUMMARY_JSON}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="A checkpoint written by abaw-rt train.")],
+    data: Annotated[Path, typer.Option("--data", help="Data root holding features/ and annotations/.")],
+    split: Annotated[
+        Optional[str], typer.Option(help="Annotation split folder (default: the recipe's validation split).")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a checkpoint on stored features with the training metrics, per video and pooled (no videos needed)."""
+    from abaw_rt.train.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(checkpoint, data, split, threads)
+    if as_json:
+        out.print_json(data=res)
+        return
+    keys = ["loss", *_headline(res["pooled"])]
+    table = Table(title=f"abaw-rt evaluate ({res['task']}, {res['split']}, {res['videos']} label files)")
+    for col in ("video", "frames", *keys):
+        table.add_column(col)
+    for r in res["per_video"]:
+        table.add_row(r["video"], str(r["frames"]), *(f"{r[k]:.4f}" for k in keys))
+    table.add_row("pooled", str(sum(r["frames"] for r in res["per_video"])), *(f"{res['pooled'][k]:.4f}" for k in keys))
+    out.print(table)
 
 
 class Dims(str, Enum):

@@ -46,15 +46,15 @@ def segment_batches(plan: list[Segment], batch: int) -> list[list[Segment]]:
     return [plan[i : i + batch] for i in range(0, len(plan), batch)]
 
 
-def stack_padded(pieces: Sequence[np.ndarray], fill=0, dtype=np.float32) -> np.ndarray:
-    """Windows of different lengths -> one (B, T_max, ...) batch, the tail of each row filled with ``fill``.
+def pad_windows(rows: Sequence[np.ndarray], fill: float = 0.0) -> np.ndarray:
+    """Windows of (length_i, ...) rows -> one (batch, max length, ...) array, the tail of shorter ones ``fill``.
 
-    The one window batcher: inference pads its segments with it, training its windows and targets.
+    The one window batcher: the fusion runner's feeds here, training and validation batches in ``abaw_rt.train``.
     """
-    t = max(len(p) for p in pieces)
-    out = np.full((len(pieces), t) + pieces[0].shape[1:], fill, dtype=dtype)
-    for i, p in enumerate(pieces):
-        out[i, : len(p)] = p
+    first = np.asarray(rows[0])
+    out = np.full((len(rows), max(len(r) for r in rows)) + first.shape[1:], fill, dtype=first.dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
     return out
 
 
@@ -69,7 +69,8 @@ def run_segments(runner, features: dict[str, np.ndarray], plan: list[Segment], b
         on_batch: optional callback(seconds, windows) with each call's backend time.
     """
     for group in segment_batches(plan, batch):
-        feeds = {m: stack_padded([x[s.start : s.end] for s in group]) for m, x in features.items()}
+        feeds = {m: pad_windows([x[s.start : s.end] for s in group]).astype(np.float32, copy=False)
+                 for m, x in features.items()}
         feeds[LENGTHS] = np.array([s.length for s in group], dtype=np.int64)
         out = runner.infer(feeds)
         if on_batch:

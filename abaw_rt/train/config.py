@@ -46,6 +46,9 @@ class DataSection:
     # Aff-Wild2 label files and decoded frame counts often differ by a frame or two: up to this many frames
     # extra labels are dropped and missing labels count as invalid; a larger gap is an error.
     max_length_mismatch: int = 5
+    # read feature files memory-mapped and build windows per batch (peak memory bounded whatever the store's
+    # size); false loads every video into memory. Both give the same numbers.
+    memory_map: bool = True
 
     def __post_init__(self) -> None:
         if not self.annotations:
@@ -123,6 +126,18 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
     name: str = ""  # recipe name (its file stem), recorded in the checkpoint's provenance
+    # Further heads trained in the same run on the same trunk, losses summed (``task = ["va", "expr"]`` in a
+    # recipe); their targets come with pre-loaded data (the Python API), e.g. the demo model's VA + EXPR.
+    extra_tasks: tuple[Task, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise AbawRtError(f"task: got {[t.value for t in self.tasks]}, expected distinct tasks")
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """Every head this run trains, the recipe's ``task`` first."""
+        return (self.task, *self.extra_tasks)
 
     # -- derived ------------------------------------------------------------------------------------
     def model_config(self, extractors: Mapping[str, Mapping[str, Any]]) -> ModelConfig:
@@ -137,13 +152,16 @@ class TrainConfig:
             groups.append(FeatureGroup(name, int(spec["dim"]), str(spec["modality"])))
         base: dict[str, Any] = dict(TINY) if self.model.size is ModelSize.tiny else {}
         base.update(dict(self.model.arch))
-        base.update(features=tuple(groups), heads=(self.task.value,), dropout=self.model.dropout)
+        base.update(features=tuple(groups), heads=tuple(t.value for t in self.tasks), dropout=self.model.dropout)
         return ModelConfig(**base)
 
     # -- serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = _plain(dataclasses.asdict(self))
         d["model"]["arch"] = {k: _plain(v) for k, v in self.model.arch}
+        extra = d.pop("extra_tasks")
+        if extra:  # one task stays a string, as recipes write it
+            d["task"] = [d["task"], *extra]
         return d
 
     @classmethod
@@ -163,7 +181,12 @@ class TrainConfig:
         if "task" not in d:
             raise AbawRtError(f"{source}: 'task' is required (one of {[t.value for t in Task]})")
         try:
-            kw: dict[str, Any] = {"task": _coerce(d["task"], Task, "task"), "name": str(d.get("name", ""))}
+            tasks = d["task"] if isinstance(d["task"], (list, tuple)) and d["task"] else [d["task"]]
+            kw: dict[str, Any] = {
+                "task": _coerce(tasks[0], Task, "task"),
+                "extra_tasks": tuple(_coerce(x, Task, "task") for x in tasks[1:]),
+                "name": str(d.get("name", "")),
+            }
             for key, cls_ in sections.items():
                 if key in d or key in ("model", "data"):
                     kw[key] = _build(cls_, d.get(key, {}), f"[{key}]")
@@ -235,6 +258,7 @@ _KINDS: dict[type, dict[str, Any]] = {
         "train_split": str,
         "val_split": str,
         "max_length_mismatch": int,
+        "memory_map": bool,
     },
     WindowSection: {"window": int, "stride": int, "merge": Merge},
     OptimSection: {

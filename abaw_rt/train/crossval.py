@@ -19,7 +19,9 @@ from abaw_rt.io import atomic_write_bytes, write_rows_csv
 from abaw_rt.train.annotations import base_video
 from abaw_rt.train.config import TrainConfig
 from abaw_rt.train.dataset import VideoSample
-from abaw_rt.train.loop import Reporter, TrainData, TrainResult, load_data, train
+from abaw_rt.train.data import TrainData, load_data
+from abaw_rt.train.loop import Reporter, train
+from abaw_rt.train.outputs import TrainResult
 
 SUMMARY_JSON = "crossval.json"
 SUMMARY_CSV = "crossval.csv"

@@ -10,7 +10,7 @@ frames: extra label lines are dropped, frames past the labels are invalid; a lar
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import ModelConfig
-from abaw_rt.store import FeatureStore
+from abaw_rt.store import FeatureStore, row_chunks
 from abaw_rt.train.annotations import INVALID, base_video, list_annotations, read_annotation
 
 
@@ -32,10 +32,16 @@ class VideoSample:
     inputs: Mapping[str, np.ndarray]  # modality -> (N, D_m) float32 raw features (shared by _left/_right)
     target: np.ndarray  # va (N, 2) float32, expr (N,) int64, au (N, 12) float32; invalid markers included
     fps: float | None = None
+    # multi-head runs: the further tasks' targets (task -> array shaped like that task's ``target``)
+    other_targets: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
         return int(self.target.shape[0])
+
+    def targets(self, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+        """task -> target for a run's tasks; the first is the sample's own ``target``."""
+        return {t: self.target if i == 0 else self.other_targets[t] for i, t in enumerate(tasks)}
 
 
 def resolve_source(name: str, store_videos: set[str] | Sequence[str]) -> str:
@@ -88,10 +94,12 @@ def load_samples(
     model_cfg: ModelConfig,
     tolerance: int,
     cache: dict | None = None,
+    memory_map: bool = False,
 ) -> list[VideoSample]:
     """Read label files and their videos' features (per modality, groups concatenated in config order).
 
     ``cache`` (source video -> inputs) lets ``_left``/``_right`` files and several splits share one copy.
+    ``memory_map``: inputs are ``LazyRows`` over the store's files (read per window) instead of arrays.
     """
     cache = {} if cache is None else cache
     index = store.index()
@@ -103,7 +111,7 @@ def load_samples(
         target = read_annotation(path, task)
         source = resolve_source(path.stem, videos)
         if source not in cache:
-            cache[source] = model_inputs(store.read(source, names).features, model_cfg)
+            cache[source] = _inputs(store, source, model_cfg, memory_map)
         inputs = cache[source]
         frames = next(iter(inputs.values())).shape[0]
         feature_path = store.root / names[0] / f"{source}.npy"
@@ -112,11 +120,27 @@ def load_samples(
     return samples
 
 
+def _inputs(store: FeatureStore, source: str, model_cfg: ModelConfig, memory_map: bool) -> dict:
+    """modality -> (frames, dim) float32 inputs of one store video: an array, or ``LazyRows`` when memory-mapped."""
+    if memory_map:
+        return {
+            m: store.read_lazy(source, [f.name for f in model_cfg.features if f.modality == m])[0]
+            for m in model_cfg.modalities
+        }
+    return model_inputs(store.read(source, [f.name for f in model_cfg.features]).features, model_cfg)
+
+
 def load_split(
-    store: FeatureStore, folder: Path, task: str, model_cfg: ModelConfig, tolerance: int, cache: dict | None = None
+    store: FeatureStore,
+    folder: Path,
+    task: str,
+    model_cfg: ModelConfig,
+    tolerance: int,
+    cache: dict | None = None,
+    memory_map: bool = False,
 ) -> list[VideoSample]:
     """All label files of one split folder with their features."""
-    return load_samples(store, list_annotations(folder), task, model_cfg, tolerance, cache)
+    return load_samples(store, list_annotations(folder), task, model_cfg, tolerance, cache, memory_map)
 
 
 def normalization_stats(samples: Sequence[VideoSample], modalities: Sequence[str]) -> dict[str, dict[str, tuple]]:
@@ -132,14 +156,15 @@ def normalization_stats(samples: Sequence[VideoSample], modalities: Sequence[str
         seen.setdefault(s.source, s)
     stats = {}
     for m in modalities:
-        total = None
-        sq = None
+        total = sq = None
         count = 0
         for s in seen.values():
-            x = s.inputs[m].astype(np.float64)
-            total = x.sum(0) if total is None else total + x.sum(0)
-            sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
-            count += x.shape[0]
+            for chunk in row_chunks(s.inputs[m]):
+                x = chunk.astype(np.float64)
+                # the running sum as the first row: one sequential sum over rows, however the rows are chunked
+                total = x.sum(0) if total is None else np.concatenate([total[None], x]).sum(0)
+                sq = (x * x).sum(0) if sq is None else np.concatenate([sq[None], x * x]).sum(0)
+                count += x.shape[0]
         mean = total / count
         var = np.maximum(sq / count - mean * mean, 0.0)
         std = np.sqrt(var)
@@ -157,10 +182,14 @@ def data_fingerprint(samples: Sequence[VideoSample]) -> str:
             fh = hashlib.sha256()
             for m in sorted(s.inputs):
                 fh.update(m.encode())
-                fh.update(np.ascontiguousarray(s.inputs[m]).tobytes())
+                for chunk in row_chunks(s.inputs[m]):
+                    fh.update(np.ascontiguousarray(chunk).tobytes())
             feature_hash[s.source] = fh.hexdigest()
         h.update(f"{s.name}|{s.source}|{feature_hash[s.source]}|".encode())
         h.update(np.ascontiguousarray(s.target).tobytes())
+        for task in sorted(s.other_targets):
+            h.update(task.encode())
+            h.update(np.ascontiguousarray(s.other_targets[task]).tobytes())
     return h.hexdigest()
 
 

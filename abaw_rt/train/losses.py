@@ -9,16 +9,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from abaw_rt.metrics import ccc_terms
 from abaw_rt.train.annotations import INVALID
 
 
 def ccc_torch(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """CCC of two 1-D tensors with population moments (differentiable)."""
-    mx, my = x.mean(), y.mean()
-    vx = ((x - mx) ** 2).mean()
-    vy = ((y - my) ** 2).mean()
-    cov = ((x - mx) * (y - my)).mean()
-    return 2 * cov / (vx + vy + (mx - my) ** 2 + eps)
+    """CCC of two 1-D tensors with population moments (differentiable): ``abaw_rt.metrics.ccc_terms``."""
+    num, denom = ccc_terms(x, y)
+    return num / (denom + eps)
 
 
 def _zero(out: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Training layer: the challenge metrics on stitched per-video predictions pooled over all frames. Numpy only.
 
+The formulas (CCC, F1) live in ``abaw_rt.metrics``; this module applies them per task with the invalid markers.
+
 Zhou et al. 2023, the ABAW5 task definitions: VA mean CCC of valence and arousal (population moments); EXPR macro F1 over all 8
 labels (a class absent from both predictions and labels scores 0); AU mean F1 over the 12 AUs at
 threshold 0.5. Invalid frames (VA -5, EXPR -1, AU -1 per element) are left out.
@@ -9,40 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from abaw_rt.metrics import ccc, f1_binary, macro_f1
 from abaw_rt.model.config import HEAD_LABELS
 from abaw_rt.train.annotations import valid_frames
-
-
-def ccc(x: np.ndarray, y: np.ndarray) -> float:
-    """Concordance correlation coefficient 2 cov / (var x + var y + (mean x - mean y)^2), population moments.
-
-    Two constant, equal sequences score 1; otherwise a zero denominator scores 0.
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.size == 0:
-        return 0.0
-    mx, my = x.mean(), y.mean()
-    cov = np.mean((x - mx) * (y - my))
-    denom = x.var() + y.var() + (mx - my) ** 2
-    if denom == 0:
-        return 1.0 if np.array_equal(x, y) else 0.0
-    return float(2.0 * cov / denom)
-
-
-def f1_binary(pred: np.ndarray, target: np.ndarray) -> float:
-    """F1 of the positive class; 0 where it is undefined (no positives predicted nor labelled)."""
-    pred = np.asarray(pred, dtype=bool)
-    target = np.asarray(target, dtype=bool)
-    tp = np.sum(pred & target)
-    denom = 2 * tp + np.sum(pred & ~target) + np.sum(~pred & target)
-    return float(2 * tp / denom) if denom else 0.0
-
-
-def macro_f1(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
-    """Macro F1 over labels ``range(n_classes)``, zero division = 0 (sklearn ``labels=range(n), zero_division=0``)."""
-    per_class = [f1_binary(pred == c, target == c) for c in range(n_classes)]
-    return float(np.mean(per_class)), per_class
 
 
 def va_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
