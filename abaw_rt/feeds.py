@@ -39,3 +39,18 @@ def example_feeds(
         feeds[m] = x.astype(np.float32)
     feeds[LENGTHS] = padded_lengths(batch, time) if padded else np.full((batch,), time, dtype=np.int64)
     return feeds
+
+
+def extractor_feeds(input_specs, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for a one-input extractor graph: normalised-looking pixels (B, 3, H, W), or 16 kHz
+    waveform windows (B, samples) with std 0.1. Every axis but the batch must be fixed."""
+    from abaw_rt.errors import AbawRtError
+
+    if len(input_specs) != 1:
+        raise AbawRtError(f"extractor graph: has inputs {[s.name for s in input_specs]}, expected one")
+    (spec,) = input_specs
+    if any(not isinstance(d, int) for d in spec.shape[1:]):
+        raise AbawRtError(f"extractor input '{spec.name}' has symbolic axes {list(spec.shape)}; need fixed sizes")
+    shape = [batch, *spec.shape[1:]]
+    scale = 0.1 if len(shape) == 2 else 1.0
+    return {spec.name: (scale * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)}

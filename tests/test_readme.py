@@ -26,6 +26,11 @@ SKIPPED = {
     "# 1. a CUDA build of torch first": "needs an NVIDIA GPU and TensorRT",
     "pip install torch==2.13.0 && pip install -e '.[torch,build-defaults]'": "downloads upstream wheels; 10-20 min",
     "abaw-rt train -r training/recipes/va.toml   --data data/affwild2": "needs the licensed Aff-Wild2 features",
+    "python benchmarks/bench_system.py": "a benchmark: builds the paper-size zoo, about 4 minutes",
+    "pip install torch==2.13.0 && pip install -e '.[torch,video,zoo]'": "builds the paper-size zoo (about 1 GB) and "
+    "needs your video; tests/test_zoo*.py build and run the tiny zoo",
+    "abaw-rt zoo fp16 zoo/eff.paper.onnx": "needs the paper-size zoo built above; tests/test_zoo*.py run the same "
+    "verbs on the tiny zoo",
 }
 # (pattern, replacement) applied to every command: the same command, smaller.
 REDUCED = (

@@ -251,6 +251,7 @@ from abaw_rt.cli import (
     model_cmds,  # noqa: E402,F401
     quant_cmds,  # noqa: E402,F401
     train_cmds,  # noqa: E402,F401
+    zoo_cmds,  # noqa: E402,F401
 )
 
 if _startup_handler is not None:  # the verbs are in: Ctrl-C raises KeyboardInterrupt again (handled per verb)

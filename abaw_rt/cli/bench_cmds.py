@@ -104,6 +104,13 @@ def bench(
         return
     if source is None:
         raise AbawRtError("SOURCE missing: pass a checkpoint, an ONNX graph or an engine (or --compare A B)")
+    if source.suffix.lower() == ".onnx" and video is None:
+        from abaw_rt.zoo.deploy import is_extractor_graph
+
+        if is_extractor_graph(source):  # a feature extractor, not an exported fusion model
+            from abaw_rt.cli.zoo_cmds import bench_extractor_cmd
+
+            return bench_extractor_cmd(source, batch, threads, min_seconds, as_json)
     if fail_above_ratio is not None and baseline is None:
         raise AbawRtError("--fail-above-ratio needs --baseline FILE (or --compare A B)")
     report, path = _sweep(

@@ -158,8 +158,14 @@ def verify(
     threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure."""
+    """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure.
+    With an extractor graph as CHECKPOINT: its candidates (--onnx) against it, per output and by cosine similarity."""
     import dataclasses
+
+    if checkpoint.suffix.lower() == ".onnx":
+        from abaw_rt.cli.zoo_cmds import verify_extractor_cmd
+
+        return verify_extractor_cmd(checkpoint, onnx, batch, provider, seed, as_json)
 
     from abaw_rt.artefacts import Kind, RunOptions, check_provenance, onnx_path_for, open_artefact, open_runner
     from abaw_rt.trt.profiles import fits_any

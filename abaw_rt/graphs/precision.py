@@ -106,3 +106,59 @@ def check_fp16_graph(path: Path) -> PrecisionPlacement:
             "would give an FP32 engine; export the FP16 graph with 'abaw-rt export CHECKPOINT -p fp16'"
         )
     return placement
+
+
+# Normalisations kept FP32 when a third-party graph is converted (beside FP32_OPS); BatchNorm in eval
+# mode is usually folded into the convolutions already.
+FP32_NORMS = ("BatchNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization")
+
+
+def convert_graph_fp16(model):
+    """An FP16 copy of any float32 ``onnx.ModelProto`` (an extractor graph): weights and math in float16,
+    FP32_OPS and normalisations in float32 behind explicit casts, float32 inputs and outputs kept.
+
+    Uses onnxruntime's converter (``onnxruntime.transformers.float16``) with our block list; the result is
+    what ``check_fp16_graph`` accepts and what a strongly typed TensorRT build consumes.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        half = convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(FP32_OPS + FP32_NORMS), disable_shape_infer=False
+        )
+    except Exception as exc:
+        raise AbawRtError(f"fp16 conversion failed: {str(exc).splitlines()[0]}") from None
+    _sort_nodes(half.graph)
+    return half
+
+
+def _sort_nodes(graph) -> None:
+    """Put nodes in topological order (the converter appends its input casts last; ONNX requires the order)."""
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # subgraph inputs or a cycle: keep the rest as they were
+            ordered += pending
+            break
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def graph_compute_precision(path: Path) -> str:
+    """fp16 when a graph's convolutions/matmuls compute in float16, else fp32 (any ONNX graph)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise AbawRtError(f"ONNX '{path}': not a readable ONNX model ({exc})") from None
+    return "fp16" if precision_placement(model).fp16_math else "fp32"
