@@ -250,3 +250,47 @@ def test_int8_graph_goes_through_verify_and_infer(tmp_path):
                            "--detector", str(kit["detector"]), "--out", str(tmp_path / "out"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["videos"][0]["model"]["precision"] == "int8"
+
+
+def test_bench_measures_an_int8_graph_beside_its_fp32_sibling(planted, tmp_path):
+    """``abaw-rt bench x.int8.onnx``: the int8 graph and the fp32 graph beside it in one sweep, with ratios."""
+    import shutil
+
+    graph, store = planted
+    fp32 = Path(shutil.copy(graph, tmp_path / "planted.fp32.onnx"))
+    res = cli.invoke(app, ["quantize", str(fp32), "--calib", str(store), "--no-speed"])
+    assert res.exit_code == 0, res.output
+    int8 = tmp_path / "planted.int8.onnx"
+    res = cli.invoke(app, ["bench", str(int8), "--backend", "ort", "--graphs", "off", "-t", "30", "-b", "2", "--warmup", "0",
+                           "--min-iters", "2", "--min-seconds", "0", "--threads", "1", "--out", str(tmp_path / "b"),
+                           "--name", "s"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "b" / "s.json").read_text())
+    status = {c["precision"]: c["status"] for c in rep["cells"]}
+    assert status == {"fp32": "ok", "fp16": "skipped", "int8": "ok"}  # no -p: fp32, fp16 and the graph's own
+    (row,) = rep["speedups"]
+    fp32_cell, int8_cell = (next(c for c in rep["cells"] if c["precision"] == p) for p in ("fp32", "int8"))
+    assert row["precision"] == "int8" and row["speedup"] == pytest.approx(fp32_cell["timing"]["p50_ms"] / int8_cell["timing"]["p50_ms"])
+    assert "speed-up over fp32" in res.stdout
+    # a graph of another checkpoint beside it is not taken as its sibling
+    other = onnx.load(str(fp32))
+    next(p for p in other.metadata_props if p.key.endswith("checkpoint_sha256")).value = "1" * 64
+    onnx.save(other, str(fp32))
+    res = cli.invoke(app, ["bench", str(int8), "--backend", "ort", "--graphs", "off", "-p", "fp32", "-p", "int8", "-t", "30", "-b", "1",
+                           "--warmup", "0", "--min-iters", "1", "--min-seconds", "0", "--out", str(tmp_path / "b"), "--name", "t"])
+    assert res.exit_code == 0, res.output
+    cells = json.loads((tmp_path / "b" / "t.json").read_text())["cells"]
+    assert [c["status"] for c in cells] == ["skipped", "ok"] and "planted.fp32.onnx" in cells[0]["reason"]
+
+
+def test_int8_from_a_checkpoint_points_to_quantize(tiny_ckpt_path, tmp_path):
+    """export -p int8 and bench -p int8 without a quantised graph say to run abaw-rt quantize (it needs data)."""
+    res = cli.invoke(app, ["export", str(tiny_ckpt_path), "-p", "int8", "--out-dir", str(tmp_path / "g")])
+    assert_clean_failure(res, "-p int8", "calibration data", "abaw-rt quantize tiny.fp32.onnx --calib")
+    assert not (tmp_path / "g").exists()
+    pytest.importorskip("torch")
+    res = cli.invoke(app, ["bench", str(tiny_ckpt_path), "--backend", "ort", "--graphs", "off", "-p", "int8", "-t", "10", "-b", "1",
+                           "--out", str(tmp_path / "b"), "--name", "s"])
+    assert res.exit_code == 0, res.output
+    (cell,) = json.loads((tmp_path / "b" / "s.json").read_text())["cells"]
+    assert cell["status"] == "skipped" and "abaw-rt quantize tiny.fp32.onnx --calib" in cell["reason"]

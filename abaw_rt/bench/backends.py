@@ -13,6 +13,7 @@ from pathlib import Path
 
 from abaw_rt.artefacts import Artefact, Kind, RunOptions, onnx_path_for, open_artefact, open_runner
 from abaw_rt.bench.sweep import Skip
+from abaw_rt.errors import AbawRtError
 from abaw_rt.vocab import Backend
 
 
@@ -54,26 +55,62 @@ class RunnerFactory:
         return self.source
 
     def _graph_for(self, precision: str) -> Artefact:
-        """The graph to run on onnxruntime at ``precision``: the source itself, or a checkpoint's own export."""
+        """The graph to run on onnxruntime at ``precision``: the source itself, a sibling graph of the same
+        checkpoint (``va.int8.onnx`` beside ``va.fp32.onnx``), or a checkpoint's own export (never int8:
+        an INT8 graph needs calibration data, so it is made by ``abaw-rt quantize``, not here)."""
         kind = self.source.kind
         if kind is Kind.fusion_graph:
-            if self.source.precision != precision:
+            if self.source.precision == precision:
+                return self.source
+            sibling = self._sibling(precision)
+            if sibling is None:
                 raise Skip(
-                    f"'{self.source.path.name}' is an {self.source.precision} graph; pass a checkpoint to measure "
-                    f"{precision}"
+                    f"'{self.source.path.name}' is an {self.source.precision} graph and no {precision} graph of the "
+                    f"same checkpoint lies beside it (looked for {sibling_names(self.source.path, self.source.precision, precision)[0].name})"
                 )
-            return self.source
+            return sibling
         if kind is not Kind.checkpoint:
             raise Skip(f"onnxruntime needs an ONNX graph or a checkpoint, got {kind.noun} '{self.source.path.name}'")
         for folder in (None, self.workdir):
             path = onnx_path_for(self.source.path, precision, folder)
             if path.is_file():
                 graph = open_artefact(path, Kind.fusion_graph)
-                if graph.source_sha256 == self.source.sha256:
+                if graph.source_sha256 == self.source.sha256 and graph.precision == precision:
                     return graph
+        if precision == "int8":
+            fp32 = onnx_path_for(self.source.path, "fp32").name
+            raise Skip(
+                f"no int8 graph of '{self.source.path.name}' beside it: make one with 'abaw-rt quantize {fp32} "
+                "--calib FEATURE_STORE'"
+            )
         try:
             from abaw_rt.export.onnx_export import export_onnx
         except ImportError as exc:
             raise Skip(f"exporting needs torch ({exc}); pass an exported graph") from None
         out = onnx_path_for(self.source.path, precision, self.workdir)
         return open_artefact(export_onnx(self.source.detail, out, precision=precision).path, Kind.fusion_graph)
+
+    def _sibling(self, precision: str) -> Artefact | None:
+        """A graph at ``precision`` beside the source graph, made from the same checkpoint (None: none there)."""
+        for path in sibling_names(self.source.path, self.source.precision, precision):
+            if not path.is_file():
+                continue
+            try:
+                graph = open_artefact(path, Kind.fusion_graph)
+            except AbawRtError:
+                continue
+            if graph.precision == precision and graph.source_sha256 == self.source.source_sha256:
+                return graph
+        return None
+
+
+def sibling_names(graph: Path, own: str | None, precision: str) -> list[Path]:
+    """Where the ``precision`` graph of the same checkpoint would be: ``va.int8.onnx`` -> ``va.fp32.onnx``
+    (also ``va.fp16-mixed.onnx``, what ``abaw-rt quantize -p fp16`` writes, for fp16)."""
+    name = stem = Path(graph).name
+    for suffix in (f".{own}.onnx", ".fp16-mixed.onnx", ".onnx"):
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            break
+    names = [f"{stem}.{precision}.onnx"] + ([f"{stem}.fp16-mixed.onnx"] if precision == "fp16" else [])
+    return [Path(graph).with_name(n) for n in names if n != name]

@@ -15,6 +15,8 @@ Schema (top level)::
     cells       [{backend, precision, batch, time, cuda_graphs, status, reason, timing {p50_ms, p90_ms,
                  p99_ms, mean_ms, std_ms, iters}, first_call_ms, frames_per_s, segments_per_s,
                  peak_rss_mb, peak_gpu_mb, extra}]
+    speedups    (sweeps with fp32 and a lower precision) [{backend, precision, batch, time, cuda_graphs,
+                 fp32_p50_ms, p50_ms, speedup}]: fp32 p50 / p50, both cells of this run
 """
 
 from __future__ import annotations
@@ -212,3 +214,19 @@ def regressions(rows: list[dict], max_ratio: float) -> list[dict]:
     """Cells slower than ``max_ratio`` x the baseline by more than their noise (the larger p99 - p50 of the two
     runs, at least MIN_EFFECT_MS): one noisy run on a busy machine does not fail the gate, a real slow-down does."""
     return [r for r in rows if r["ratio"] > max_ratio and r["new_p50_ms"] - r["base_p50_ms"] > r.get("noise_ms", 0.0)]
+
+
+def precision_speedups(cells: list[Cell], base: str = "fp32") -> list[dict]:
+    """Speed-up of each lower precision over ``base`` in the same sweep: p50(base) / p50(precision) for every
+    (backend, batch, time, graphs) measured (ok) at both; one run, one machine, so load shifts both alike."""
+    ok = {c.key: c for c in cells if c.status == "ok"}
+    rows = []
+    for c in cells:
+        ref = ok.get((c.backend, base, c.batch, c.time, c.cuda_graphs))
+        if c.status != "ok" or c.precision == base or ref is None:
+            continue
+        rows.append({
+            "backend": c.backend, "precision": c.precision, "batch": c.batch, "time": c.time, "cuda_graphs": c.cuda_graphs,
+            f"{base}_p50_ms": ref.timing.p50_ms, "p50_ms": c.timing.p50_ms, "speedup": ref.timing.p50_ms / c.timing.p50_ms,
+        })
+    return rows

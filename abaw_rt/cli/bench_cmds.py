@@ -135,15 +135,15 @@ def bench(
 def _sweep(source, backend, precision, time_, batch, graphs, device, threads, warmup, min_iters, min_seconds,
            max_seconds, out_dir, name):
     from abaw_rt.bench.backends import RunnerFactory
-    from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, save_report
+    from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, precision_speedups, save_report
     from abaw_rt.bench.sweep import SweepConfig, run_sweep
     from abaw_rt.io import atomic_write_bytes
     from abaw_rt.machine import machine_info
 
-    _check_source(source, resolve_device(device.value))  # a broken artefact fails every cell: refuse it before anything is written
+    own = _check_source(source, resolve_device(device.value))  # a broken artefact fails every cell: refuse it before anything is written
     cfg = SweepConfig(
         backends=tuple(b.value for b in backend) if backend else SweepConfig.backends,
-        precisions=tuple(p.value for p in precision) if precision else SweepConfig.precisions,
+        precisions=tuple(p.value for p in precision) if precision else _default_precisions(own),
         times=tuple(time_) if time_ else SweepConfig.times,
         batches=tuple(batch) if batch else SweepConfig.batches,
         cuda_graphs={"off": (False,), "on": (True,), "both": (False, True)}[graphs.value],
@@ -201,7 +201,10 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
         )
     from dataclasses import asdict
 
-    report = make_report("model", machine_info(), source_info, asdict(cfg), cells)
+    speedups = precision_speedups(cells)
+    if speedups:
+        _print_speedups(speedups)
+    report = make_report("model", machine_info(), source_info, asdict(cfg), cells, extra={"speedups": speedups} if speedups else None)
     stem = name or f"bench_{cfg.device}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = save_report(report, out_dir / f"{stem}.json")
     md = out_dir / f"{stem}.md"
@@ -276,12 +279,32 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     out.print(f"saved {path}", soft_wrap=True, markup=False)
 
 
+def _default_precisions(artefact) -> tuple[str, ...]:
+    """fp32 and fp16, and a graph's own precision when it is another (an int8 graph is measured beside fp32)."""
+    from abaw_rt.bench.sweep import SweepConfig
+
+    own = artefact.precision if artefact.kind.value == "fusion-graph" else None
+    return tuple(dict.fromkeys(SweepConfig.precisions + ((own,) if own else ())))
+
+
+def _print_speedups(rows: list[dict]) -> None:
+    table = Table(title="speed-up over fp32, same run (fp32 p50 / p50)")
+    for col in ("backend", "prec", "B", "T", "graphs", "fp32 ms", "ms", "speed-up"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["backend"], r["precision"], str(r["batch"]), str(r["time"]), "on" if r["cuda_graphs"] else "off",
+            f"{r['fp32_p50_ms']:.2f}", f"{r['p50_ms']:.2f}", f"{r['speedup']:.2f}x",
+        )
+    out.print(table)
+
+
 def report_kind(artefact) -> str:
     """The source kind in bench reports (schema abaw-rt-bench/1): checkpoint, onnx or engine."""
     return "onnx" if artefact.kind.value == "fusion-graph" else artefact.kind.value
 
 
-def _check_source(source: Path, device: str) -> None:
+def _check_source(source: Path, device: str):
     """AbawRtError for a corrupt checkpoint, weights that do not fit its config, a graph whose inputs differ
     from its metadata or with hostile external data, or an engine without a readable sidecar or (on cuda)
     built for another GPU or TensorRT, or changed since (checked without deserialising it)."""
@@ -305,6 +328,7 @@ def _check_source(source: Path, device: str) -> None:
             pass
     elif artefact.kind is Kind.engine and device == "cuda":
         open_runner(artefact, "trt")  # refuses an engine for another GPU or TensorRT, or changed since
+    return artefact
 
 
 def _warn_machines(base: dict, new: dict) -> None:

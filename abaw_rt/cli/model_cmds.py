@@ -75,6 +75,12 @@ def export(
     from abaw_rt.export.onnx_export import export_onnx
 
     require_checkpoint_file(checkpoint, "export")
+    if Precision.int8 in precision:  # before anything is exported: int8 needs data the export does not have
+        stem = onnx_path_for(checkpoint, "fp32", out_dir).name
+        raise AbawRtError(
+            f"-p int8: an INT8 graph needs calibration data; export fp32, then run 'abaw-rt quantize {stem} "
+            "--calib FEATURE_STORE' (writes the .int8.onnx graph beside it)"
+        )
     threads = pin_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     require_module("torch", "torch")  # before --out-dir is created
