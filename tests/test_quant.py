@@ -138,6 +138,14 @@ def test_wrong_dimension_and_empty_store_are_refused_in_one_line(planted, tmp_pa
     assert_clean_failure(res, "no videos", "empty")
     res = cli.invoke(app, ["quantize", str(graph), "--calib", str(tmp_path / "empty"), "--budget", "cc=0.1"])
     assert_clean_failure(res, "--budget", "ccc")
+    from abaw_rt.store import FeatureStore
+
+    FeatureStore(tmp_path / "other").write("v0", {"eff": np.zeros((60, D), np.float32)}, np.ones(60, bool), {"eff": (D, "visual")})
+    res = cli.invoke(app, ["quantize", str(graph), "--calib", str(tmp_path / "other")])
+    assert_clean_failure(res, "no extractor 'vis0'", "vis0:8")
+    np.save(tmp_path / "x.npy", np.zeros((4, 10, D), np.float32))  # a fusion graph calibrates on a store only
+    res = cli.invoke(app, ["quantize", str(graph), "--calib", str(tmp_path / "x.npy")])
+    assert_clean_failure(res, "x.npy", "feature-store folder")
     assert not list(tmp_path.glob("**/*.int8*"))
 
 
@@ -198,6 +206,9 @@ def test_extractor_graph_with_array_calibration_and_cosine(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((10, 1, 7, 8), np.float32))
     res = cli.invoke(app, ["quantize", str(tmp_path / "ext.onnx"), "--calib", str(tmp_path / "bad.npy")])
     assert_clean_failure(res, "bad.npy", "(10, 1, 7, 8)", "img")
+    np.save(tmp_path / "none.npy", np.zeros((0, 1, 8, 8), np.float32))  # an empty array: nothing to calibrate on
+    res = cli.invoke(app, ["quantize", str(tmp_path / "ext.onnx"), "--calib", str(tmp_path / "none.npy")])
+    assert_clean_failure(res, "none.npy", "0 sample(s)")
 
 
 def test_fp16_search_keeps_fragile_ops_fp32_and_records_the_result(planted, tmp_path):
