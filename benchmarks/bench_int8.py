@@ -8,12 +8,17 @@
    the same run, taking turns in blocks (abaw_rt.bench.measure), so the ratio is fair on a busy machine.
 4. |ΔCCC| against the labels of the validation split: whole videos through the inference windows and
    stitching, FP32 and INT8 graph, CCC of each against the labels.
-5. The built-in FER extractor (abaw_rt/defaults/fer_minixception.onnx): INT8 speed-up at B=1 and B=16 and
-   the cosine similarity of its outputs with FP32, calibrated on augmented crops of the built-in sample face.
+5. Extractors (part ``fer``): the built-in FER model (abaw_rt/defaults/fer_minixception.onnx), calibrated on
+   augmented crops of the built-in sample face: INT8 speed-up at B=1 and B=16 and the cosine similarity of its
+   outputs with FP32 (search budget cosine 0.99).
+6. The paper's reference extractors (part ``zoo``: ``abaw-rt zoo build --size tiny|paper``, random weights):
+   the same, on face crops normalised as each spec says, and on speech-like waveforms for wav2vec2.
 
 Targets (issue 14): INT8 >= 1.8x FP32 ORT at both shapes with |ΔCCC| <= 0.01; search <= 10 min.
+Each part is saved into the result file as it finishes, with its own load average (the machine may be shared).
 
     python benchmarks/bench_int8.py [--checkpoint runs/va_paper/best.safetensors --data runs/synth_paper]
+        [--parts fusion fer zoo] [--zoo-size tiny|paper] [--threads 1]
 """
 
 from __future__ import annotations
@@ -91,23 +96,38 @@ def validation_dccc(fp32: Path, int8: Path, data: Path, header) -> dict:
     return {"videos": len(samples), "fp32": scores["fp32"], "int8": scores["int8"], "abs_delta_ccc": d}
 
 
-def face_crops(n: int, seed: int = 0) -> np.ndarray:
-    """(n, 3, 64, 64) FER inputs: random crops, scales, flips and brightness of the built-in sample face."""
+def face_crops(n: int, seed: int = 0, size: int = 64, mean=(0.5,) * 3, std=(0.5,) * 3, scale: float = 1 / 255) -> np.ndarray:
+    """(n, 3, size, size) extractor inputs: random crops, scales, flips and brightness of the built-in sample
+    face, normalised as the extractor's spec says ((pixel * scale - mean) / std; FER: to [-1, 1])."""
     import cv2
 
     img = cv2.imread(str(Path(__file__).resolve().parents[1] / "abaw_rt/defaults/sample_face.jpg"))[:, :, ::-1]
     rng = np.random.default_rng(seed)
     h, w = img.shape[:2]
-    out = np.empty((n, 3, 64, 64), np.float32)
+    mean, std = np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
+    out = np.empty((n, 3, size, size), np.float32)
     for i in range(n):
         s = rng.uniform(0.6, 1.0)
         ch, cw = int(h * s), int(w * s)
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = cv2.resize(img[y : y + ch, x : x + cw], (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+        crop = cv2.resize(img[y : y + ch, x : x + cw], (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
         crop = np.clip(crop * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30), 0, 255)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-        out[i] = ((crop / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+        out[i] = (crop.transpose(2, 0, 1) * scale - mean) / std
+    return out
+
+
+def waveforms(n: int, length: int, seed: int = 0) -> np.ndarray:
+    """(n, length) 16 kHz audio-like inputs: a few harmonics with a syllable-rate envelope, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / 16000.0
+    out = np.empty((n, length), np.float32)
+    for i in range(n):
+        f0 = rng.uniform(90, 280)
+        voice = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) for k in range(1, 6))
+        env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 6) * t) ** 2
+        out[i] = 0.3 * voice * env + rng.normal(0, 0.02, length)
     return out
 
 
@@ -142,15 +162,31 @@ def main() -> None:
     ap.add_argument("--min-seconds", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--budget", nargs="*", default=["ccc=0.01"])
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="What to measure (default: all).")
+    ap.add_argument("--zoo-size", choices=("tiny", "paper"), default="tiny", help="Reference extractors' size (abaw-rt zoo build).")
+    ap.add_argument("--out", type=Path, default=None, help="Result file; parts run now replace theirs in it.")
     args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"int8_cpu_{time.strftime('%Y%m%d')}.json"
+    result = json.loads(out.read_text()) if out.is_file() else {"kind": "int8"}
+    result.update(machine=machine_info(), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    for part in args.parts:
+        load = os.getloadavg()
+        got = PARTS[part](args)
+        result[part] = {**got, "args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load,
+                        "load_average_end": os.getloadavg()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str) + "\n")  # each part saved as it finishes
+    print(json.dumps(result.get("fusion", {}).get("targets")), "->", out)
+
+
+def fusion_bench(args) -> dict:
+    """Steps 1-4 of the module docstring: train (if missing), export, search, validation |ΔCCC|, latency."""
     from abaw_rt.checkpoint import load_checkpoint
     from abaw_rt.export.onnx_export import export_onnx
     from abaw_rt.feeds import example_feeds
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    result = {"kind": "int8", "machine": machine_info(), "load_average_start": os.getloadavg(), "args": vars(args) | {}}
-    result["training"] = ensure_checkpoint(args.checkpoint, args.data, args.epochs)
+    result = {"training": ensure_checkpoint(args.checkpoint, args.data, args.epochs)}
     ckpt = load_checkpoint(args.checkpoint)
     fp32 = args.work / "va_paper.fp32.onnx"
     if not fp32.is_file():
@@ -169,35 +205,74 @@ def main() -> None:
             cells.append(cell)
             print(f"T={args.time} B={b} threads={threads}: fp32 {cell['fp32']['p50_ms']:.1f} ms, int8 "
                   f"{cell['int8']['p50_ms']:.1f} ms, {cell['speedup']:.2f}x", flush=True)
-    result["fusion_latency"] = cells
-    result["fer"] = fer_bench(args)
-    result["load_average_end"] = os.getloadavg()
+    result["latency"] = cells
     d = result["validation"]["abs_delta_ccc"]
     result["targets"] = {
         "speedup_ge_1.8_all_cells": all(c["speedup"] >= TARGET_SPEEDUP for c in cells),
         "abs_delta_ccc_le_0.01": max(d.values()) <= TARGET_DCCC,
         "search_le_10_min": result["search"]["wall_s"] <= TARGET_SEARCH_S,
     }
-    out = args.out or RESULTS / f"int8_cpu_{time.strftime('%Y%m%d')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(json.dumps(result["targets"]), "->", out)
+    return result
+
+
+def extractor_bench(name: str, graph: Path, calib: np.ndarray, sample, batches, args) -> dict:
+    """Search one extractor (cosine budget 0.99) on ``calib``, then FP32 vs INT8 latency on ``sample(b)``."""
+    arr = args.work / f"{name}_calib.npy"
+    np.save(arr, calib)
+    int8 = args.work / f"{name}.int8.onnx"
+    info = search(graph, arr, int8, ["cosine=0.99"], threads=max(args.threads))
+    cells = []
+    for threads in args.threads:
+        for b in batches:
+            cells.append({"threads": threads, "batch": b, **latency({"fp32": graph, "int8": int8}, sample(b), threads, args)})
+            print(f"{name} B={b} threads={threads}: {cells[-1]['speedup']:.2f}x, cosine {info['drift']['cosine']:.4f}", flush=True)
+    return {"graph": str(graph), "cosine": info["drift"]["cosine"], "budget_met": info["budget_met"],
+            "kept_high": info["kept_high"], "candidates": info["candidates"], "search_s": info["wall_s"], "latency": cells}
 
 
 def fer_bench(args) -> dict:
+    """The built-in FER model, calibrated on augmented crops of the built-in sample face."""
     fer = Path(__file__).resolve().parents[1] / "abaw_rt/defaults/fer_minixception.onnx"
-    crops = args.work / "fer_crops.npy"
-    np.save(crops, face_crops(256))
-    int8 = args.work / "fer_minixception.int8.onnx"
-    info = search(fer, crops, int8, ["cosine=0.99"], threads=max(args.threads))
-    cells = []
-    for threads in args.threads:
-        for b in (1, 16):
-            feeds = {"image": face_crops(b, seed=99)}
-            cells.append({"threads": threads, "batch": b, **latency({"fp32": fer, "int8": int8}, feeds, threads, args)})
-            print(f"FER B={b} threads={threads}: {cells[-1]['speedup']:.2f}x", flush=True)
-    return {"cosine": info["drift"]["cosine"], "kept_high": info["kept_high"], "search_s": info["wall_s"], "latency": cells}
+    return extractor_bench("fer_minixception", fer, face_crops(256), lambda b: {"image": face_crops(b, seed=99)}, (1, 16), args)
 
+
+def zoo_bench(args) -> dict:
+    """The paper's reference extractors (abaw-rt zoo build, random weights, the public files' I/O)."""
+    import tomllib
+
+    folder = args.work / f"zoo_{args.zoo_size}"
+    if not (folder / "paper-va.toml").is_file():
+        subprocess.run(["abaw-rt", "zoo", "build", str(folder), "--size", args.zoo_size], check=True)
+    specs = {}
+    for toml in sorted(folder.glob("paper-*.toml")):
+        specs.update({e["name"]: e for e in tomllib.loads(toml.read_text())["extractor"]})
+    out = {"size": args.zoo_size, "weights": "random (zoo build): cosine measures the lowering, not the trained net"}
+    for name, spec in specs.items():
+        graph = folder / spec["onnx"]
+        input_name = _only_input(graph)
+        if spec["modality"] == "audio":
+            n = int(spec["window"])
+            calib, sample, batches = waveforms(64, n), (lambda b, n=n, k=input_name: {k: waveforms(b, n, seed=99)}), (1, 8)
+        else:
+            size = int(spec["input_size"][0])
+            norm = dict(size=size, mean=_triple(spec["mean"]), std=_triple(spec["std"]), scale=float(spec.get("scale", 1 / 255)))
+            calib = face_crops(128, **norm)
+            sample, batches = (lambda b, norm=norm, k=input_name: {k: face_crops(b, seed=99, **norm)}), (1, 16)
+        out[name] = extractor_bench(f"{name}.{args.zoo_size}", graph, calib, sample, batches, args)
+    return out
+
+
+def _triple(v) -> tuple[float, float, float]:
+    return tuple(float(x) for x in v) if isinstance(v, list) else (float(v),) * 3
+
+
+def _only_input(graph: Path) -> str:
+    from abaw_rt.runners.ort_runner import open_session
+
+    return open_session(graph, "cpu", threads=1).get_inputs()[0].name
+
+
+PARTS = {"fusion": fusion_bench, "fer": fer_bench, "zoo": zoo_bench}
 
 if __name__ == "__main__":
     sys.exit(main())
