@@ -173,7 +173,8 @@ def main() -> None:
     for part in args.parts:
         load = os.getloadavg()
         got = PARTS[part](args)
-        result[part] = {**got, "args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load,
+        key = f"zoo_{args.zoo_size}" if part == "zoo" else part
+        result[key] = {**got, "args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load,
                         "load_average_end": os.getloadavg()}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str) + "\n")  # each part saved as it finishes
