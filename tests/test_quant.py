@@ -255,6 +255,12 @@ def test_int8_graph_goes_through_verify_and_infer(tmp_path):
     assert res.exit_code == 0, res.output
     cand = json.loads(res.stdout)["candidates"][0]
     assert cand["precision"] == "int8" and cand["passed"]
+    res = cli.invoke(app, ["bench", str(kit["av"]), "--backend", "ort", "--graphs", "off", "-p", "fp32", "-p", "int8",
+                           "-t", "20", "-b", "1", "--warmup", "0", "--min-iters", "1", "--min-seconds", "0",
+                           "--out", str(tmp_path / "b"), "--name", "s"])
+    assert res.exit_code == 0, res.output  # the checkpoint's int8 graph beside it (made by quantize) is found
+    bench = json.loads((tmp_path / "b" / "s.json").read_text())
+    assert [c["status"] for c in bench["cells"]] == ["ok", "ok"] and bench["speedups"][0]["precision"] == "int8"
     video = tmp_path / "main.mp4"
     syn.write_video(video, frames=30)
     res = cli.invoke(app, ["infer", str(video), "--model", str(int8), "--extractors", str(kit["spec"]),
