@@ -195,7 +195,7 @@ def test_the_collector_sees_the_engine_and_runner_api(uses):
         "add_optimization_profile", "create_timing_cache", "set_timing_cache", "build_serialized_network",
         "Runtime", "deserialize_cuda_engine", "create_execution_context", "set_optimization_profile_async",
         "set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3", "__version__",
-        "STRONGLY_TYPED", "FP16", "OBEY_PRECISION_CONSTRAINTS", "set_output_type",
+        "STRONGLY_TYPED", "FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "set_output_type", "name",
     }  # fmt: skip
     assert core <= seen, f"not collected: {sorted(core - seen)}"
 
