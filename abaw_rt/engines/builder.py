@@ -163,9 +163,8 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
 # -- the steps --------------------------------------------------------------------------------------------
 def read_graph(onnx: Path, cfg: BuildConfig):
     """The graph's abaw-rt metadata, its profiles (validated against its window) and quantize record."""
-    from abaw_rt.graphs.metadata import read_onnx_info
+    from abaw_rt.graphs.metadata import read_onnx_info, read_quant_record
     from abaw_rt.graphs.safety import check_external_data
-    from abaw_rt.quant.report import read_quant_record
 
     info = read_onnx_info(onnx)
     check_external_data(onnx)
