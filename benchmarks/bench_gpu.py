@@ -178,7 +178,9 @@ def build_fp16_engine(graph: Path, workdir: Path, max_batch: int) -> Path:
     from abaw_rt.engines.builder import BuildConfig, build_engine
     from abaw_rt.trt.profiles import ProfileSpec
 
-    profiles = (ProfileSpec.parse("live:1,1,8:1,300,300"), ProfileSpec.parse(f"batch:8,{max_batch},{max_batch}:1,300,300"))
+    profiles = (ProfileSpec.parse(f"live:1,1,{min(max_batch, 8)}:1,300,300"),)
+    if max_batch > 8:  # the large batch gets kernels tuned for it
+        profiles += (ProfileSpec.parse(f"batch:9,{max_batch},{max_batch}:1,300,300"),)
     cfg = BuildConfig(profiles=profiles, out=workdir / "bench.fp16.plan", timing_cache=workdir / "timing.cache")
     return build_engine(graph, cfg)
 
@@ -219,6 +221,13 @@ def goals(cells: list[Cell], gpu_name: str, gflops: dict[tuple[int, int], float]
     }  # fmt: skip
 
 
+def _trt_summary(g: dict, trt: dict) -> str:
+    if trt.get("status") != "ok":
+        return f"trt: {trt.get('status', 'not run')} ({trt.get('reason', '')})"
+    verified = trt.get("verify", {}).get("passed", trt.get("verify", {}).get("error"))
+    return f"trt fp16 {g.get('trt_fp16_speedup_B1_T300')}x fp32 eager (goal {GOAL_TRT}x), verify: {verified}"
+
+
 def summary_line(report: dict) -> str:
     g, steps = report["goals"], report["steps"]
     tests = steps.get("pytest_gpu", {})
@@ -227,7 +236,7 @@ def summary_line(report: dict) -> str:
         f"pytest -m gpu: {tests.get('summary') or tests.get('reason', 'not run')}",
         f"torch fp16+graphs {g.get('fp16_graphs_speedup_B1_T300')}x fp32 eager at B=1 T=300 (goal {GOAL_GRAPHS}x)",
         f"ort cuda fp16 verify: {steps.get('verify', {}).get('passed', 'not run')}",
-        f"trt: {g.get('trt_fp16_speedup_B1_T300') or steps.get('trt', {}).get('reason', 'not run')}",
+        _trt_summary(g, steps.get("trt", {})),
     ]
     return "; ".join(str(p) for p in parts)
 
@@ -246,17 +255,18 @@ def measure(args, deadline: Deadline, steps: dict, workdir: Path) -> tuple[list[
         steps["sweep"] = {"status": "skipped", "reason": f"no CUDA build of torch here ({torch})"}
         return [], {}, summary
     ckpt = init_checkpoint(workdir / "bench.safetensors", model, seed=0)
-    quick = dict(warmup=2, min_iters=5, min_seconds=0.3, max_seconds=3.0) if args.quick else {}
+    timing = dict(warmup=2, min_iters=5, min_seconds=0.3, max_seconds=3.0) if args.quick else \
+        dict(warmup=3, min_iters=20, min_seconds=1.0, max_seconds=10.0)  # fmt: skip
     cfg = SweepConfig(backends=("torch", "ort"), precisions=("fp32", "fp16"), times=(300,), batches=tuple(args.batches),
-                      cuda_graphs=(False, True), warmup=3, min_iters=20, min_seconds=1.0, max_seconds=10.0,
-                      device="cuda", **quick)  # fmt: skip
+                      cuda_graphs=(False, True), device="cuda", **timing)  # fmt: skip
     steps["sweep_config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     cells = sweep(ckpt, cfg, workdir)
     graph = onnx_path_for(ckpt, "fp16", workdir)
     steps["verify"] = (_try(lambda: verify(ckpt, {"ort cuda fp16": (graph, "ort")}, 300)) if graph.is_file()
                        else {"status": "skipped", "reason": "the fp16 graph was not exported (see the ort cells)"})  # fmt: skip
-    if importlib.util.find_spec("tensorrt") is None:
-        steps["trt"] = {"status": "skipped", "reason": "tensorrt does not import here"}
+    trt = _try(lambda: importlib.import_module("tensorrt"))  # after the GPU check: safe to import
+    if isinstance(trt, dict):
+        steps["trt"] = {"status": "skipped", "reason": f"tensorrt does not import here ({trt['error']})"}
     elif deadline.left() < 150 or not graph.is_file():
         steps["trt"] = {"status": "skipped", "reason": f"{deadline.left():.0f} s left or no fp16 graph"}
     else:
@@ -265,6 +275,7 @@ def measure(args, deadline: Deadline, steps: dict, workdir: Path) -> tuple[list[
             plan = build_fp16_engine(graph, workdir, max(args.batches))
         except AbawRtError as exc:
             steps["trt"] = {"status": "error", "reason": str(exc)}
+            print(f"  trt build failed: {exc}", flush=True)
         else:
             steps["trt"] = {"status": "ok", "build_s": round(time.perf_counter() - start, 1),
                             "verify": _try(lambda: verify(ckpt, {"trt fp16": (plan, "trt")}, 300))}  # fmt: skip

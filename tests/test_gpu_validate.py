@@ -96,3 +96,41 @@ def test_a_gpu_without_cuda_torch_gives_a_report_with_every_step_recorded(monkey
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"gpu_validate: {H100.name}; pytest -m gpu: not run;") and line.endswith(str(out))
     assert np.isfinite(report["source"]["parameters"])
+
+
+@pytest.mark.slow
+def test_the_whole_run_wired_on_cpu_stand_ins(monkeypatch, tmp_path):
+    """Every step of a GPU run, with the CPU standing in for CUDA (torch, onnxruntime) and the fakes for TensorRT:
+    cells of every backend, the onnxruntime graph verified, an engine built, verified (the fake engine is not
+    the model: it fails, and says so) and swept, the goals computed from the cells, one JSON."""
+    import sys
+
+    import abaw_rt.artefacts as artefacts
+    import abaw_rt.bench.backends as backends
+    import abaw_rt.cuda.gpu as gpu
+    import abaw_rt.runners.trt_runner as trt_runner
+    from tests.fakes_trt_build import fake_tensorrt_builder
+
+    bench = load_bench()
+    cuda = FakeCuda()
+    real_options, real_config, real_factory = artefacts.RunOptions, bench.SweepConfig, backends.RunnerFactory
+    on_cpu = lambda source: "cuda" if str(source).endswith(".plan") else "cpu"  # noqa: E731
+    monkeypatch.setattr(artefacts, "RunOptions", lambda **kw: real_options(**{**kw, "device": "cpu", "threads": 1}))
+    monkeypatch.setattr(bench, "SweepConfig", lambda **kw: real_config(**{**kw, "device": "cpu"}))
+    monkeypatch.setattr(backends, "RunnerFactory", lambda src, device, workdir: real_factory(src, on_cpu(src), 1, workdir))
+    monkeypatch.setattr(bench, "cuda_devices", lambda: [H100])
+    monkeypatch.setattr(gpu, "cuda_devices", lambda: [H100])
+    monkeypatch.setattr(trt_runner, "open_cuda", lambda binding, device: cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt_builder("10.13.3.9", H100.name, cuda))
+    monkeypatch.setattr(bench, "environment", lambda: {"machine": {"cpu": "x"}, "torch": {"cuda_available": True}})
+    out = tmp_path / "gpu.json"
+    argv = ["--model", "tiny", "--quick", "--batches", "1", "2", "--pytest-seconds", "0", "--out", str(out)]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    ok = {(c["backend"], c["precision"], c["cuda_graphs"]) for c in report["cells"] if c["status"] == "ok"}
+    assert {("torch", "fp32", False), ("ort", "fp32", False), ("ort", "fp16", False), ("trt", "fp16", False),
+            ("trt", "fp16", True)} <= ok  # fmt: skip
+    steps = report["steps"]
+    assert steps["verify"]["passed"] is True  # onnxruntime fp16 graph vs torch fp32
+    assert steps["trt"]["status"] == "ok" and steps["trt"]["verify"]["passed"] is False
+    assert report["goals"]["trt_fp16_speedup_B1_T300"] > 0 and set(report["goals"]["throughput_B2_T300"]) >= {"trt fp16"}
