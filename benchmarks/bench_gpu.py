@@ -11,7 +11,9 @@ Steps, each recorded (a step that cannot run here is recorded as skipped with th
    T=300, B in {1, 64}: torch CUDA fp32 / fp16 eager and with CUDA graphs, onnxruntime's CUDA provider
    fp32 / fp16 (graphs exported here), then ``abaw_rt.verify.run_verify`` of the onnxruntime fp16 graph
    against torch fp32;
-5. when ``tensorrt`` imports: an fp16 engine built from that graph, verified and swept the same way.
+5. when ``tensorrt`` imports: an fp16 engine built from that graph, verified and swept the same way;
+6. the goal cell (B=1, T=300) again, every mode taking turns in blocks (``abaw_rt.bench.measure.time_in_turns``),
+   so the ratios the goals state are measured under the same conditions.
 
 Goals (issue 19): torch fp16 + CUDA graphs >= 3x lower latency than fp32 eager at B=1 T=300; TensorRT
 fp16 >= 4x torch fp32 eager; B=64 throughput against the GPU's dense fp16 peak; onnxruntime CUDA fp16
@@ -185,6 +187,39 @@ def build_fp16_engine(graph: Path, workdir: Path, max_batch: int) -> Path:
     return build_engine(graph, cfg)
 
 
+def goal_cell_in_turns(checkpoint: Path, plan: Path | None, workdir: Path, quick: bool) -> dict:
+    """The modes the goals compare, at B=1 T=300, taking turns in blocks (``time_in_turns``): fair ratios."""
+    from abaw_rt.bench.backends import RunnerFactory
+    from abaw_rt.bench.measure import time_in_turns
+    from abaw_rt.bench.sweep import Skip
+
+    ckpt = RunnerFactory(checkpoint, device="cuda", workdir=workdir)
+    modes = {"torch fp32 eager": (ckpt, "torch", "fp32", False), "torch fp16 eager": (ckpt, "torch", "fp16", False),
+             "torch fp16 + CUDA graphs": (ckpt, "torch", "fp16", True), "ort cuda fp16": (ckpt, "ort", "fp16", False)}
+    if plan is not None:
+        engine = RunnerFactory(plan, device="cuda", workdir=workdir)
+        modes |= {"trt fp16": (engine, "trt", "fp16", False), "trt fp16 + CUDA graphs": (engine, "trt", "fp16", True)}
+    runners, skipped = {}, {}
+    for name, (factory, backend, precision, graphs) in modes.items():
+        try:
+            runners[name] = factory(backend, precision, graphs).activate()
+        except (Skip, AbawRtError) as exc:
+            skipped[name] = str(exc)
+    try:
+        if "torch fp32 eager" not in runners:
+            return {"status": "skipped", "reason": skipped.get("torch fp32 eager", "no reference"), "skipped": skipped}
+        b, t = GOAL_CELL
+        feeds = runners["torch fp32 eager"].example_feeds(b, t, rng=np.random.default_rng(0))
+        n, secs = (5, 0.5) if quick else (20, 3.0)
+        timings = time_in_turns(runners, feeds, warmup=3, min_iters=n, min_seconds=secs, rounds=3)
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    base = timings["torch fp32 eager"].p50_ms
+    modes_out = {k: {**v.to_dict(), "speedup_vs_fp32_eager": round(base / v.p50_ms, 2)} for k, v in timings.items()}
+    return {"status": "ok", "batch": b, "time": t, "modes": modes_out, "skipped": skipped}
+
+
 # -- goals and the summary ----------------------------------------------------------------------------------
 def _p50(cells: list[Cell], backend: str, precision: str, graphs: bool, b: int, t: int) -> float | None:
     for c in cells:
@@ -193,11 +228,16 @@ def _p50(cells: list[Cell], backend: str, precision: str, graphs: bool, b: int, 
     return None
 
 
-def goals(cells: list[Cell], gpu_name: str, gflops: dict[tuple[int, int], float]) -> dict:
+def goals(cells: list[Cell], gpu_name: str, gflops: dict[tuple[int, int], float], turns: dict | None = None) -> dict:
+    """The issue's goals; the B=1 T=300 ratios from the cell measured in turns when there is one, else the sweep."""
     b, t = GOAL_CELL
     fp32 = _p50(cells, "torch", "fp32", False, b, t)
     graphs = _p50(cells, "torch", "fp16", True, b, t)
     trt = [p for g in (False, True) if (p := _p50(cells, "trt", "fp16", g, b, t)) is not None]
+    if turns and turns.get("status") == "ok":
+        p50 = {k: v["p50_ms"] for k, v in turns["modes"].items()}
+        fp32, graphs = p50.get("torch fp32 eager"), p50.get("torch fp16 + CUDA graphs")
+        trt = [p50[k] for k in ("trt fp16", "trt fp16 + CUDA graphs") if k in p50]
     ratio = (lambda x, y: round(x / y, 2) if x and y else None)
     peak = next((p for frag, p in FP16_PEAK_TFLOPS if frag in gpu_name.lower()), None)
     big = max((c.batch for c in cells), default=0)
@@ -212,6 +252,7 @@ def goals(cells: list[Cell], gpu_name: str, gflops: dict[tuple[int, int], float]
                     for c in cells if c.backend == "ort" and c.precision == "fp16" and c.timing}  # fmt: skip
     speedup, trt_speedup = ratio(fp32, graphs), ratio(fp32, min(trt) if trt else None)
     return {
+        "ratios_from": "turns" if turns and turns.get("status") == "ok" else "sweep",
         "fp16_graphs_speedup_B1_T300": speedup, "fp16_graphs_goal": GOAL_GRAPHS,
         "fp16_graphs_met": None if speedup is None else speedup >= GOAL_GRAPHS,
         "trt_fp16_speedup_B1_T300": trt_speedup, "trt_goal": GOAL_TRT,
@@ -264,6 +305,7 @@ def measure(args, deadline: Deadline, steps: dict, workdir: Path) -> tuple[list[
     graph = onnx_path_for(ckpt, "fp16", workdir)
     steps["verify"] = (_try(lambda: verify(ckpt, {"ort cuda fp16": (graph, "ort")}, 300)) if graph.is_file()
                        else {"status": "skipped", "reason": "the fp16 graph was not exported (see the ort cells)"})  # fmt: skip
+    plan = None
     trt = _try(lambda: importlib.import_module("tensorrt"))  # after the GPU check: safe to import
     if isinstance(trt, dict):
         steps["trt"] = {"status": "skipped", "reason": f"tensorrt does not import here ({trt['error']})"}
@@ -280,6 +322,7 @@ def measure(args, deadline: Deadline, steps: dict, workdir: Path) -> tuple[list[
             steps["trt"] = {"status": "ok", "build_s": round(time.perf_counter() - start, 1),
                             "verify": _try(lambda: verify(ckpt, {"trt fp16": (plan, "trt")}, 300))}  # fmt: skip
             cells += sweep(plan, replace(cfg, backends=("trt",), precisions=("fp16",)), workdir)
+    steps["goal_cell_in_turns"] = _try(lambda: goal_cell_in_turns(ckpt, plan, workdir, args.quick))
     gflops = {(b, 300): flops_per_frame(model, 300) * b * 300 / 1e9 for b in args.batches}
     return cells, gflops, summary
 
@@ -315,7 +358,8 @@ def main(argv=None) -> int:
         cells, gflops, source = measure(args, deadline, steps, Path(tmp))
     gpu = devices[0].name
     report = make_report("gpu_validate", steps["environment"]["machine"], source, steps.pop("sweep_config", {}), cells,
-                         extra={"gpu": gpu, "goals": goals(cells, gpu, gflops), "steps": steps})  # fmt: skip
+                         extra={"gpu": gpu, "goals": goals(cells, gpu, gflops, steps.get("goal_cell_in_turns")),
+                                "steps": steps})  # fmt: skip
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
     out = args.out or RESULTS / f"gpu_{slug}_{'quick_' if args.quick else ''}{time.strftime('%Y%m%d')}.json"
     save_report(report, out)

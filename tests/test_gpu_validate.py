@@ -60,6 +60,11 @@ def test_goals_from_cells():
     assert g["trt_fp16_speedup_B1_T300"] == 6.0 and g["trt_met"] is True  # the faster of the two trt modes
     assert g["ort_fp16_speedup_vs_torch_fp16_eager"] == {"B=1 T=300": 1.5}
     assert g["throughput_B64_T300"] == {"torch fp16": {"tflops": 6.4, "fraction_of_fp16_peak": round(6.4 / 989, 4)}}
+    turns = {"status": "ok", "modes": {"torch fp32 eager": {"p50_ms": 10.0}, "torch fp16 + CUDA graphs": {"p50_ms": 4.0},
+                                       "trt fp16": {"p50_ms": 1.0}}}  # fmt: skip
+    g = bench.goals(cells, "NVIDIA H200", {}, turns)  # the ratios measured in turns win over the sweep's
+    assert (g["ratios_from"], g["fp16_graphs_speedup_B1_T300"], g["trt_fp16_speedup_B1_T300"]) == ("turns", 2.5, 10.0)
+    assert g["fp16_graphs_met"] is False and g["trt_met"] is True
     missed = bench.goals([cell("torch", "fp32", False, 1, 5.0), cell("torch", "fp16", True, 1, 2.5)], "Some GPU", {})
     assert missed["fp16_graphs_met"] is False and missed["trt_met"] is None and missed["fp16_peak_tflops"] is None
 
@@ -133,4 +138,7 @@ def test_the_whole_run_wired_on_cpu_stand_ins(monkeypatch, tmp_path):
     steps = report["steps"]
     assert steps["verify"]["passed"] is True  # onnxruntime fp16 graph vs torch fp32
     assert steps["trt"]["status"] == "ok" and steps["trt"]["verify"]["passed"] is False
-    assert report["goals"]["trt_fp16_speedup_B1_T300"] > 0 and set(report["goals"]["throughput_B2_T300"]) >= {"trt fp16"}
+    turns = steps["goal_cell_in_turns"]
+    assert turns["status"] == "ok" and {"torch fp32 eager", "ort cuda fp16", "trt fp16", "trt fp16 + CUDA graphs"} <= set(
+        turns["modes"]) and "torch fp16 eager" in turns["skipped"]  # fmt: skip
+    assert report["goals"]["ratios_from"] == "turns" and report["goals"]["trt_fp16_speedup_B1_T300"] > 0 and set(report["goals"]["throughput_B2_T300"]) >= {"trt fp16"}
