@@ -141,7 +141,7 @@ def run_gpu_tests(seconds: float) -> dict:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"timed out after {seconds:.0f} s"}
-    tail = proc.stdout.strip().splitlines()[-1:] or [""]
+    tail = proc.stdout.strip().splitlines()[-1:] or proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail[0])}
     status = "ok" if proc.returncode in (0, 5) else "error"  # 5: nothing collected
     return {"status": status, "returncode": proc.returncode, "counts": counts, "summary": tail[0],
