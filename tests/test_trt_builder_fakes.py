@@ -139,6 +139,12 @@ def test_a_searched_fp16_graph_on_trt10_constrains_its_kept_nodes_by_layer_name(
     assert sidecar.build_flags["kept_high"] == ["head", "gone"] and sidecar.build_flags["kept_high_unmatched"] == ["gone"]
 
 
+def test_kept_nodes_are_found_in_the_layers_the_parser_names_after_them():
+    kept = ("head", "proj")
+    assert [B.kept_node_of(n, kept) for n in ("head", "head_2", "proj_10", "head_x", "head2", "ln", "_1")] == [
+        "head", "head", "proj", None, None, None, None]  # fmt: skip
+
+
 def test_a_searched_fp16_graph_on_trt11_takes_the_graphs_types(tmp_path, monkeypatch):
     _, built, sidecar, _ = build(tmp_path, monkeypatch, "fp16-mixed", TRT11)
     assert built["strongly_typed"] and built["flags"] == [] and constrained(built) == set()

@@ -323,10 +323,21 @@ def _constrain_precision_trt10(trt, trt_network, trt_config, int8: bool, kept: t
     constrained, matched = 0, set()
     for i in range(trt_network.num_layers):
         trt_layer = trt_network.get_layer(i)
-        if trt_layer.type in fp32_types or trt_layer.name in kept:
+        node = kept_node_of(trt_layer.name, kept)
+        if trt_layer.type in fp32_types or node is not None:
             trt_layer.precision = trt.float32
             for j in range(trt_layer.num_outputs):
                 trt_layer.set_output_type(j, trt.float32)
             constrained += 1
-            matched.add(trt_layer.name)
+            matched.add(node)
     return {"fp32_constrained_layers": constrained, "kept_high_unmatched": sorted(set(kept) - matched)}
+
+
+def kept_node_of(layer_name: str, kept: tuple[str, ...]) -> str | None:
+    """The kept ONNX node a TensorRT layer comes from: TensorRT's ONNX parser names a node's layer after the
+    node and further layers of the same node ``<node>_<n>``. Constraining one layer too many to FP32 costs
+    speed only, never accuracy."""
+    if layer_name in kept:
+        return layer_name
+    base, _, suffix = layer_name.rpartition("_")
+    return base if suffix.isdigit() and base in kept else None
