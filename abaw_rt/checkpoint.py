@@ -38,7 +38,7 @@ class CheckpointHeader:
     config: ModelConfig
     # {modality: {"mean": [...], "std": [...]}}; None where an exported graph applies them in-graph
     normalization: Mapping[str, Mapping[str, tuple[float, ...]]] | None
-    window: int = 300  # segment length w (PAPER.md, "Segments")
+    window: int = 300  # segment length w (Zhou et al. 2023, "Segments")
     stride: int = 200  # segment stride s
     fps: float | None = None  # frame rate the features were made at, when known
     provenance: Mapping[str, Any] = field(default_factory=dict)  # who/what/when made it

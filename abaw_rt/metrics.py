@@ -11,7 +11,7 @@ import numpy as np
 
 def ccc_terms(x, y):
     """Numerator 2 cov(x, y) and denominator var x + var y + (mean x - mean y)^2 of the concordance correlation
-    coefficient, population moments (PAPER.md, "Tasks"). Works on numpy arrays and torch tensors alike."""
+    coefficient, population moments (Zhou et al. 2023, "Tasks"). Works on numpy arrays and torch tensors alike."""
     mx, my = x.mean(), y.mean()
     vx = ((x - mx) ** 2).mean()
     vy = ((y - my) ** 2).mean()

@@ -41,3 +41,16 @@ def test_a_planted_upward_import_breaks_the_contract(tmp_path):
     res = _lint(tree)
     assert res.returncode != 0
     assert "abaw_rt.io is not allowed to import abaw_rt.cli" in res.stdout, res.stdout
+
+
+def test_every_top_level_module_has_a_layer():
+    """A module missing from the contract is unconstrained: import-linter would pass whatever it imports."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    listed = {name.strip().removeprefix("abaw_rt.") for layer in layers for name in layer.split("|")}
+    package = ROOT / "abaw_rt"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert modules - listed == set(), f"add these to [tool.importlinter] layers: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"the contract names modules that do not exist: {sorted(listed - modules)}"

@@ -164,3 +164,42 @@ def test_pipeline_modules_import_no_heavy_framework():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_extractor_provider_in_the_spec_wins_over_the_pipelines(graphs):
+    """An extractor's own ``provider`` (e.g. the one heavy graph on the GPU) overrides --device's for that graph only."""
+    from abaw_rt.pipeline.extractors import FeatureExtractor
+
+    spec = load_spec(_write(graphs, """
+[[extractor]]
+name = "eff"
+modality = "visual"
+onnx = "eff.onnx"
+dim = 16
+provider = "tensorrt"
+
+[[extractor]]
+name = "w2v"
+modality = "audio"
+onnx = "w2v.onnx"
+dim = 4
+window = 800
+"""))
+    eff, w2v = spec.extractors
+    assert (eff.provider, w2v.provider) == ("tensorrt", None)
+    assert FeatureExtractor(eff, "cpu").runner.provider == "tensorrt"  # not activated: no GPU needed to see it
+    assert FeatureExtractor(w2v, "cpu").runner.provider == "cpu"
+    assert FeatureExtractor(w2v, "cuda").runner.provider == "cuda"
+
+
+def test_unknown_extractor_provider_is_refused(graphs):
+    spec = _write(graphs, """
+[[extractor]]
+name = "eff"
+modality = "visual"
+onnx = "eff.onnx"
+dim = 16
+provider = "gpu"
+""")
+    with pytest.raises(AbawRtError, match=r"extractor 'eff': provider 'gpu', expected one of \['cpu', 'cuda', 'tensorrt'\]"):
+        load_spec(spec)

@@ -311,3 +311,22 @@ def test_int8_from_a_checkpoint_points_to_quantize(tiny_ckpt_path, tmp_path):
     assert res.exit_code == 0, res.output
     (cell,) = json.loads((tmp_path / "b" / "s.json").read_text())["cells"]
     assert cell["status"] == "skipped" and "abaw-rt quantize tiny.fp32.onnx --calib" in cell["reason"]
+
+
+def test_quantized_graphs_build_on_the_trt_fakes_with_their_kept_nodes(planted, tmp_path, monkeypatch):
+    """The names ``abaw-rt quantize`` records are node names the TensorRT 10 build constrains (fakes: layer = node)."""
+    from abaw_rt.engines.builder import BuildConfig, build_engine
+    from abaw_rt.trt.sidecar import read_sidecar
+    from tests.fakes_trt_build import install_builder
+
+    graph, store = planted
+    out = tmp_path / "planted.int8.onnx"
+    res = cli.invoke(app, ["quantize", str(graph), "--calib", str(store), "--out", str(out), "--no-speed"])
+    assert res.exit_code == 0, res.output
+    _, trt = install_builder(monkeypatch, "10.13.3.9")
+    plan = build_engine(out, BuildConfig(out=tmp_path / "q.plan", timing_cache=None))
+    built, flags = trt.builders[-1].built[-1], read_sidecar(plan).build_flags
+    assert built["flags"] == ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    assert built["layers"]["planted"]["precision"] == "float32" and built["layers"]["mix"]["precision"] is None
+    assert flags["kept_high"] == ["planted"] and flags["kept_high_unmatched"] == []
+    assert read_sidecar(plan).precision == "int8"

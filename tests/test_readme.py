@@ -24,6 +24,7 @@ READMES = ("README.md", "training/README.md")
 SKIPPED = {
     "pip install torch==2.13.0 && pip install -e '.[torch,dev]' && python -m pytest -q": "the test suite itself",
     "# 1. a CUDA build of torch first": "needs an NVIDIA GPU and TensorRT",
+    "# on a Jetson: JetPack's TensorRT": "needs a Jetson with JetPack (TensorRT, CUDA) and an exported graph",
     "pip install torch==2.13.0 && pip install -e '.[torch,build-defaults]'": "downloads upstream wheels; 10-20 min",
     "abaw-rt train -r training/recipes/va.toml   --data data/affwild2": "needs the licensed Aff-Wild2 features",
     "python benchmarks/bench_system.py": "a benchmark: builds the paper-size zoo, about 4 minutes",

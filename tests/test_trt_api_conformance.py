@@ -38,36 +38,31 @@ REQUIRED = os.environ.get("ABAW_RT_REQUIRE_TRT_BINDINGS") == "1"
 # -- the bindings' names ------------------------------------------------------------------------------
 def _wheel_path(spec: str) -> Path:
     name, version = spec.split("==")
-    found = sorted(CACHE.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    return cached_download(spec, f"{name.replace('-', '_')}-{version}-*.whl")
+
+
+def cached_download(spec: str, pattern: str, extra: tuple[str, ...] = ()) -> Path:
+    """The file ``pip download --no-deps spec`` gives (``pattern`` in CACHE), downloaded once; skip/fail offline."""
+    found = sorted(CACHE.glob(pattern))
     if found:
         return found[0]
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-            tmp,
-            spec,
-        ]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", *extra,
+               "-d", tmp, spec]  # fmt: skip
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
             proc = None
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if proc is None or proc.returncode != 0 or not wheels:
+        got = sorted(Path(tmp).glob(pattern))
+        if proc is None or proc.returncode != 0 or not got:
             why = proc.stderr.strip().splitlines()[-1:] if proc is not None else ["timed out"]
             msg = f"cannot download {spec} into {CACHE} ({' '.join(why)})"
             if REQUIRED:
                 pytest.fail(msg)
             pytest.skip(msg)
-        target = CACHE / wheels[0].name
-        shutil.move(str(wheels[0]), target)
+        target = CACHE / got[0].name
+        shutil.move(str(got[0]), target)
         return target
 
 
@@ -200,7 +195,7 @@ def test_the_collector_sees_the_engine_and_runner_api(uses):
         "add_optimization_profile", "create_timing_cache", "set_timing_cache", "build_serialized_network",
         "Runtime", "deserialize_cuda_engine", "create_execution_context", "set_optimization_profile_async",
         "set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3", "__version__",
-        "STRONGLY_TYPED", "FP16", "OBEY_PRECISION_CONSTRAINTS", "set_output_type",
+        "STRONGLY_TYPED", "FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "set_output_type", "name",
     }  # fmt: skip
     assert core <= seen, f"not collected: {sorted(core - seen)}"
 

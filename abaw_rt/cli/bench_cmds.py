@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
-from abaw_rt.cli.options import ThreadsOpt, pin_threads
+from abaw_rt.cli.options import DecodeThreadsOpt, DetectEveryOpt, DetectorOpt, ExtractorsOpt, ThreadsOpt, pin_threads
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, Precision
 from abaw_rt.errors import AbawRtError, missing_module_message
@@ -21,6 +21,22 @@ class Graphs(str, Enum):
     off = "off"
     on = "on"
     both = "both"
+
+
+BenchOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out", "--out-dir", file_okay=False,
+        help="Folder for the JSON, markdown and PNG (created; default: the scratch folder abaw_rt_bench/).",
+    ),
+]  # fmt: skip
+VideoOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--video", exists=True, dir_okay=False,
+        help="Benchmark the whole pipeline on this video (SOURCE: fusion model, default the demo).",
+    ),
+]  # fmt: skip
 
 
 @app.command()
@@ -47,13 +63,7 @@ def bench(
     min_iters: Annotated[int, typer.Option(min=1, help="Timed calls per cell, at least.")] = 10,
     min_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds per cell, at least.")] = 1.0,
     max_seconds: Annotated[float, typer.Option(min=0.001, help="A cell stops after this long even below --min-iters.")] = 20.0,
-    out_dir: Annotated[
-        Path,
-        typer.Option(
-            "--out", "--out-dir", file_okay=False,
-            help="Folder for the JSON, markdown and PNG (created; default: the scratch folder abaw_rt_bench/).",
-        ),
-    ] = Path("abaw_rt_bench"),
+    out_dir: BenchOutOpt = Path("abaw_rt_bench"),
     name: Annotated[Optional[str], typer.Option(help="File stem (default: bench_<device>_<date-time>).")] = None,
     compare_files: Annotated[
         Optional[tuple[Path, Path]],
@@ -66,26 +76,16 @@ def bench(
         Optional[float], typer.Option(min=1.0, help="Exit 1 if any cell's p50 is more than R times the baseline's.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result file's content as JSON.")] = False,
-    video: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--video", exists=True, dir_okay=False, help="Benchmark the whole pipeline on this video (SOURCE: fusion model, default the demo)."
-        ),
-    ] = None,
+    video: VideoOpt = None,
     runs: Annotated[int, typer.Option(min=1, help="With --video: pipeline runs (models loaded once).")] = 3,
-    extractors: Annotated[
-        Optional[Path], typer.Option(dir_okay=False, help="With --video: extractor spec (default: built-in).")
-    ] = None,
-    detector: Annotated[
-        Optional[Path], typer.Option(dir_okay=False, help="With --video: face detector (default: built-in).")
-    ] = None,
-    detect_every: Annotated[int, typer.Option(min=1, help="With --video: detector on every N-th frame.")] = 5,
-    decode_threads: Annotated[int, typer.Option(min=0, help="With --video: video decoder threads.")] = 1,
+    extractors: ExtractorsOpt = None,
+    detector: DetectorOpt = None,
+    detect_every: DetectEveryOpt = 5,
+    decode_threads: DecodeThreadsOpt = 1,
 ) -> None:
     """Latency and throughput sweep (backend x precision x T x B), the whole pipeline on a video (--video),
-    or compare two result files (--compare)."""
-    from abaw_rt.bench.report import compare, load_report
-
+    or compare two result files (--compare). --extractors, --detector, --detect-every and --decode-threads
+    apply with --video (default: the built-in models)."""
     threads = pin_threads(threads)
     if video is not None:
         _video(
@@ -93,18 +93,13 @@ def bench(
             runs, out_dir, name, as_json,
         )
         return
-
     if compare_files is not None:
         if source is not None:
             raise AbawRtError("--compare takes two result files and no SOURCE")
-        base, new = load_report(compare_files[0]), load_report(compare_files[1])
-        rows = compare(base, new)
-        _warn_machines(base, new)
-        _print_ratios(rows, fail_above_ratio, f"{compare_files[1].name} / {compare_files[0].name}")
-        return
+        return _compare_files(compare_files, fail_above_ratio)
     if source is None:
         raise AbawRtError("SOURCE missing: pass a checkpoint, an ONNX graph or an engine (or --compare A B)")
-    if source.suffix.lower() == ".onnx" and video is None:
+    if source.suffix.lower() == ".onnx":
         from abaw_rt.zoo.deploy import is_extractor_graph
 
         if is_extractor_graph(source):  # a feature extractor, not an exported fusion model
@@ -117,15 +112,30 @@ def bench(
         source, backend, precision, time_, batch, graphs, device, threads, warmup, min_iters, min_seconds, max_seconds,
         out_dir, name,
     )
+    _after_sweep(report, path, baseline, fail_above_ratio, as_json)
+
+
+def _compare_files(files: tuple[Path, Path], fail_above_ratio: float | None) -> None:
+    """``bench --compare A B``: ratios B/A per cell (exit 1 past --fail-above-ratio)."""
+    from abaw_rt.bench.report import compare, load_report
+
+    base, new = load_report(files[0]), load_report(files[1])
+    _warn_machines(base, new)
+    _print_ratios(compare(base, new), fail_above_ratio, f"{files[1].name} / {files[0].name}")
+
+
+def _after_sweep(report: dict, path: Path, baseline: Path | None, fail_above_ratio: float | None, as_json: bool) -> None:
+    """Print the sweep (--json), compare it with --baseline, and exit 1 if a cell failed."""
+    from abaw_rt.bench.report import compare, load_report
+
     if as_json:
         import json
 
         out.print_json(json.dumps(report))
     if baseline is not None:
         base = load_report(baseline)
-        rows = compare(base, report)
         _warn_machines(base, report)
-        _print_ratios(rows, fail_above_ratio, f"{path.name} / {baseline.name}")
+        _print_ratios(compare(base, report), fail_above_ratio, f"{path.name} / {baseline.name}")
     failed = [c for c in report["cells"] if c["status"] == "error"]
     if failed:
         err.print(f"bench: {len(failed)} cell(s) failed (see 'error' lines above and in {path})", highlight=False)
@@ -135,7 +145,7 @@ def bench(
 def _sweep(source, backend, precision, time_, batch, graphs, device, threads, warmup, min_iters, min_seconds,
            max_seconds, out_dir, name):
     from abaw_rt.bench.backends import RunnerFactory
-    from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, precision_speedups, save_report
+    from abaw_rt.bench.report import cell_row, make_report, markdown_table, plot_latency, save_report
     from abaw_rt.bench.sweep import SweepConfig, run_sweep
     from abaw_rt.io import atomic_write_bytes
     from abaw_rt.machine import machine_info
@@ -201,10 +211,7 @@ def _sweep(source, backend, precision, time_, batch, graphs, device, threads, wa
         )
     from dataclasses import asdict
 
-    speedups = precision_speedups(cells)
-    if speedups:
-        _print_speedups(speedups)
-    report = make_report("model", machine_info(), source_info, asdict(cfg), cells, extra={"speedups": speedups} if speedups else None)
+    report = make_report("model", machine_info(), source_info, asdict(cfg), cells, extra=_speedups(cells))
     stem = name or f"bench_{cfg.device}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = save_report(report, out_dir / f"{stem}.json")
     md = out_dir / f"{stem}.md"
@@ -287,7 +294,13 @@ def _default_precisions(artefact) -> tuple[str, ...]:
     return tuple(dict.fromkeys(SweepConfig.precisions + ((own,) if own else ())))
 
 
-def _print_speedups(rows: list[dict]) -> None:
+def _speedups(cells) -> dict | None:
+    """Print the speed-ups over fp32 of this sweep (when it measured fp32 and a lower precision); the report's part."""
+    from abaw_rt.bench.report import precision_speedups
+
+    rows = precision_speedups(cells)
+    if not rows:
+        return None
     table = Table(title="speed-up over fp32, same run (fp32 p50 / p50)")
     for col in ("backend", "prec", "B", "T", "graphs", "fp32 ms", "ms", "speed-up"):
         table.add_column(col, justify="right")
@@ -297,6 +310,7 @@ def _print_speedups(rows: list[dict]) -> None:
             f"{r['fp32_p50_ms']:.2f}", f"{r['p50_ms']:.2f}", f"{r['speedup']:.2f}x",
         )
     out.print(table)
+    return {"speedups": rows}
 
 
 def report_kind(artefact) -> str:

@@ -9,45 +9,38 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors, warn_lost_frames
-from abaw_rt.cli.options import pin_threads
+from abaw_rt.cli.options import (
+    DecodeThreadsOpt,
+    DetectEveryOpt,
+    DetectorOpt,
+    DeviceOpt,
+    ExtractorsOpt,
+    FaceOpt,
+    Inputs,
+    JsonOpt,
+    ThreadsOpt,
+    pin_threads,
+)
 from abaw_rt.cuda.gpu import resolve_device
 from abaw_rt.vocab import Backend, Device, FaceChoice, Merge, Precision, Task
 from abaw_rt.errors import AbawRtError
 
 
-
-Inputs = Annotated[
-    list[Path],
-    typer.Argument(
-        metavar="VIDEO",
-        help="Videos, folders of videos, or Aff-Wild2 image folders (cropped_aligned/<video>/00001.jpg).",
-    ),
+CheckpointOpt = Annotated[
+    Optional[Path], typer.Option("--checkpoint", dir_okay=False, help="Fusion checkpoint (.safetensors).")
 ]
-ExtractorsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--extractors", dir_okay=False, help="Extractor spec (TOML): the ONNX feature extractors to use."),
+ModelOpt = Annotated[
+    Optional[Path], typer.Option("--model", dir_okay=False, help="Exported fusion graph (.onnx) instead of a checkpoint.")
 ]
-DetectorOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--detector", dir_okay=False, help="Face detector: an ONNX graph, or a TOML spec with a 'detector' table."
-    ),
+EngineOpt = Annotated[
+    Optional[Path], typer.Option("--engine", dir_okay=False, help="TensorRT engine plan (from 'abaw-rt build').")
 ]
-DetectEveryOpt = Annotated[
-    int, typer.Option("--detect-every", min=1, help="Run the detector on every N-th frame; interpolate between.")
+BackendOpt = Annotated[
+    Optional[Backend], typer.Option("--backend", help="Fusion backend (default: ort; trt with --engine).")
 ]
-FaceOpt = Annotated[
-    FaceChoice, typer.Option("--face", help="Which face when several: largest, or left/right for two-person videos.")
+PrecisionOpt = Annotated[
+    Optional[Precision], typer.Option("--precision", help="Fusion precision (default: the artefact's / fp32).")
 ]
-DecodeThreadsOpt = Annotated[
-    int, typer.Option("--decode-threads", min=0, help="Video decoder threads (0: FFmpeg's choice).")
-]
-ThreadsOpt = Annotated[
-    Optional[int],
-    typer.Option("--threads", min=1, help="Inference threads per model (default: 1 on <= 2 cores, else all cores)."),
-]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the models run.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON on stdout.")]
 
 
 def spec_or_default(extractors: Path | None):
@@ -115,22 +108,11 @@ def _run_all(pipeline, sources, infos, work, as_json: bool) -> list[dict]:
 @user_errors
 def infer(
     videos: Inputs,
-    checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", dir_okay=False, help="Fusion checkpoint (.safetensors).")
-    ] = None,
-    model: Annotated[
-        Optional[Path],
-        typer.Option("--model", dir_okay=False, help="Exported fusion graph (.onnx) instead of a checkpoint."),
-    ] = None,
-    engine: Annotated[
-        Optional[Path], typer.Option("--engine", dir_okay=False, help="TensorRT engine plan (from 'abaw-rt build').")
-    ] = None,
-    backend: Annotated[
-        Optional[Backend], typer.Option("--backend", help="Fusion backend (default: ort; trt with --engine).")
-    ] = None,
-    precision: Annotated[
-        Optional[Precision], typer.Option("--precision", help="Fusion precision (default: the artefact's / fp32).")
-    ] = None,
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    engine: EngineOpt = None,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
     device: DeviceOpt = Device.cpu,
     window: Annotated[
         Optional[int], typer.Option("--window", min=1, help="Segment length w (default: the model's).")
@@ -167,11 +149,40 @@ def infer(
     report.json (per-stage latency) and plot.png.
     """
     from abaw_rt.pipeline.outputs import check_out_dir, write_outputs
-    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources, load_fusion
+    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
 
     threads = pin_threads(threads)
     spec = spec_or_default(extractors)
     det = detector_or_default(detector, spec)
+    fusion, demo = _open_fusion(checkpoint, model, engine, backend, precision, device, threads)
+    config = PipelineConfig(
+        window=window, stride=stride, merge=merge, segment_batch=batch, detect_every=detect_every, face=face,
+        decode_threads=decode_threads, infer_threads=threads, device=resolve_device(device.value), plot=plot,
+    )  # fmt: skip
+    wanted = _wanted_heads(fusion, tasks, demo)
+    pipeline = Pipeline(spec, config, fusion, det)
+    sources = collect_sources(videos, config.face)
+    infos = pipeline.check_sources(sources)
+    check_out_dir(out_dir)
+
+    def work(source, cb, expected):
+        pred = pipeline.infer(source, cb, expected)
+        pred.merged = {h: v for h, v in pred.merged.items() if h in wanted}
+        pred.decisions = {h: v for h, v in pred.decisions.items() if h in wanted}
+        write_outputs(out_dir, pred, plot=config.plot)
+        return pred.report
+
+    reports = _with_models(pipeline, lambda: _run_all(pipeline, sources, infos, work, as_json))
+    if as_json:
+        out.print_json(data={"model_load_s": pipeline.load_seconds, "videos": reports})
+        return
+    _summary(reports, pipeline.load_seconds, "abaw-rt infer")
+
+
+def _open_fusion(checkpoint, model, engine, backend, precision, device, threads):
+    """The fusion runner for --checkpoint / --model / --engine (none: the built-in demo model), and whether it is the demo."""
+    from abaw_rt.pipeline.run import load_fusion
+
     demo = checkpoint is None and model is None and engine is None
     if demo:  # the built-in demo model (README, "Model card")
         from abaw_rt import defaults
@@ -186,46 +197,30 @@ def infer(
         threads,
         engine=engine,
     )
-    config = PipelineConfig(
-        window=window,
-        stride=stride,
-        merge=merge,
-        segment_batch=batch,
-        detect_every=detect_every,
-        face=face,
-        decode_threads=decode_threads,
-        infer_threads=threads,
-        device=resolve_device(device.value),
-        plot=plot,
-    )
+    return fusion, demo
+
+
+def _wanted_heads(fusion, tasks, demo: bool) -> list[str]:
+    """The heads --task asks for (default: all the model has); a head the model lacks is refused."""
     heads = fusion.header.config.heads
     wanted = [t.value for t in tasks] if tasks else list(heads)
     if demo:
+        from abaw_rt import defaults
+
         defaults.check_heads(wanted)
     if [t for t in wanted if t not in heads]:
         raise AbawRtError(f"--task {' '.join(wanted)}: the model predicts {list(heads)} only")
-    pipeline = Pipeline(spec, config, fusion, det)
-    sources = collect_sources(videos, config.face)
-    infos = pipeline.check_sources(sources)
-    check_out_dir(out_dir)
+    return wanted
 
-    def work(source, cb, expected):
-        pred = pipeline.infer(source, cb, expected)
-        pred.merged = {h: v for h, v in pred.merged.items() if h in wanted}
-        pred.decisions = {h: v for h, v in pred.decisions.items() if h in wanted}
-        write_outputs(out_dir, pred, plot=config.plot)
-        return pred.report
 
+def _with_models(pipeline, run):
+    """``run()`` with the pipeline's models loaded (a status line while they load), unloaded after."""
     with err.status("loading models"):
         pipeline.__enter__()
     try:
-        reports = _run_all(pipeline, sources, infos, work, as_json)
+        return run()
     finally:
         pipeline.__exit__()
-    if as_json:
-        out.print_json(data={"model_load_s": pipeline.load_seconds, "videos": reports})
-        return
-    _summary(reports, pipeline.load_seconds, "abaw-rt infer")
 
 
 @app.command()
@@ -272,12 +267,7 @@ def extract(
     def work(source, cb, expected):
         return pipeline.extract(source, store, cb, expected)
 
-    with err.status("loading models"):
-        pipeline.__enter__()
-    try:
-        reports = _run_all(pipeline, sources, infos, work, as_json)
-    finally:
-        pipeline.__exit__()
+    reports = _with_models(pipeline, lambda: _run_all(pipeline, sources, infos, work, as_json))
     if as_json:
         out.print_json(data={"store": str(out_dir), "model_load_s": pipeline.load_seconds, "videos": reports})
         return

@@ -107,6 +107,11 @@ def export(
         for r in results:
             with err.status(f"building a TensorRT engine from {r.path.name}"):
                 plans.append(build_engine(r.path, build_cfg))
+    _print_exports(results, plans if to is Target.trt else None, as_json)
+
+
+def _print_exports(results, plans, as_json: bool) -> None:
+    """The exported graphs (and engines built from them) as JSON or a table."""
     if as_json:
         out.print_json(
             data=[
@@ -116,7 +121,7 @@ def export(
                     "external_data": str(r.external_data) if r.external_data else None,
                     "checked_lengths": list(r.checked_lengths),
                     "max_abs_error": r.max_abs_error,
-                    **({"engine": str(plans[i])} if to is Target.trt else {}),
+                    **({"engine": str(plans[i])} if plans is not None else {}),
                 }
                 for i, r in enumerate(results)
             ]
@@ -128,7 +133,7 @@ def export(
     for r in results:
         table.add_row(str(r.path), r.precision, ", ".join(map(str, r.checked_lengths)), f"{r.max_abs_error:.2e}")
     out.print(table)
-    if to is Target.trt:
+    if plans is not None:
         print_engines(plans, as_json=False)
 
 
@@ -173,7 +178,7 @@ def verify(
 
         return verify_extractor_cmd(checkpoint, onnx, batch, provider, seed, as_json)
 
-    from abaw_rt.artefacts import Kind, RunOptions, check_provenance, onnx_path_for, open_artefact, open_runner
+    from abaw_rt.artefacts import Kind, RunOptions, onnx_path_for, open_artefact, open_runner
     from abaw_rt.trt.profiles import fits_any
     from abaw_rt.verify import DEFAULT_TOLERANCES, default_grid, run_verify
 
@@ -191,16 +196,10 @@ def verify(
         if atol is not None:
             tolerances[prec] = dataclasses.replace(tolerances[prec], max_abs=atol)
     grid = default_grid(ckpt.header.window, batches=tuple(batch or (1, 4)), lengths=length)
-    to_check = [(g, Kind.fusion_graph, RunOptions(provider=provider, threads=threads), f"ort-{provider}") for g in graphs]
-    to_check += [(p, Kind.engine, RunOptions(device="cuda"), "trt") for p in engine or ()]
-    candidates = {}
-    for path, kind, options, label in to_check:
-        artefact = open_artefact(path, kind)
-        runner = open_runner(artefact, options=options)  # an engine for another GPU or TensorRT is refused first
-        check_provenance(artefact, ckpt)
-        candidates[f"{path.name} ({label})"] = runner
-        if kind is Kind.engine and not length and not batch:  # the default grid, cut to what engines accept
-            grid = [c for c in grid if fits_any(runner.profiles, c.batch, c.time)]
+    candidates = _open_candidates(ckpt, graphs, engine or (), provider, threads)
+    if engine and not length and not batch:  # the default grid, cut to what the engines accept
+        engines = [r for r in candidates.values() if r.artefact.kind is Kind.engine]
+        grid = [c for c in grid if all(fits_any(r.profiles, c.batch, c.time) for r in engines)]
     reference = open_runner(ckpt, "torch", RunOptions(threads=threads))
     with err.status(f"verifying {len(candidates)} graph(s) over {len(grid)} cases"):
         with reference:
@@ -217,6 +216,21 @@ def verify(
         _print_verify(report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _open_candidates(ckpt, graphs, engines, provider: str, threads: int | None) -> dict:
+    """Runners for the graphs (onnxruntime ``provider``) and engines to verify, each checked to come from ``ckpt``."""
+    from abaw_rt.artefacts import Kind, RunOptions, check_provenance, open_artefact, open_runner
+
+    to_check = [(g, Kind.fusion_graph, RunOptions(provider=provider, threads=threads), f"ort-{provider}") for g in graphs]
+    to_check += [(p, Kind.engine, RunOptions(device="cuda"), "trt") for p in engines]
+    candidates = {}
+    for path, kind, options, label in to_check:
+        artefact = open_artefact(path, kind)
+        runner = open_runner(artefact, options=options)  # an engine for another GPU or TensorRT is refused first
+        check_provenance(artefact, ckpt)
+        candidates[f"{path.name} ({label})"] = runner
+    return candidates
 
 
 def _progress(name: str):

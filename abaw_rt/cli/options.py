@@ -1,12 +1,16 @@
-"""CLI layer: options shared by the heavy verbs (``--threads``) and how they are applied."""
+"""CLI layer: options shared by several verbs (``--threads``, the pipeline's inputs and front end) and how
+``--threads`` is applied."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from abaw_rt.vocab import Device, FaceChoice
 
 ThreadsOpt = Annotated[
     Optional[int],
@@ -15,6 +19,36 @@ ThreadsOpt = Annotated[
         help="CPU threads for torch and onnxruntime (default: 1 on machines with <= 2 cores, else one per core).",
     ),
 ]
+
+
+Inputs = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="VIDEO",
+        help="Videos, folders of videos, or Aff-Wild2 image folders (cropped_aligned/<video>/00001.jpg).",
+    ),
+]
+ExtractorsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--extractors", dir_okay=False, help="Extractor spec (TOML): the ONNX feature extractors to use."),
+]
+DetectorOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--detector", dir_okay=False, help="Face detector: an ONNX graph, or a TOML spec with a 'detector' table."
+    ),
+]
+DetectEveryOpt = Annotated[
+    int, typer.Option("--detect-every", min=1, help="Run the detector on every N-th frame; interpolate between.")
+]
+FaceOpt = Annotated[
+    FaceChoice, typer.Option("--face", help="Which face when several: largest, or left/right for two-person videos.")
+]
+DecodeThreadsOpt = Annotated[
+    int, typer.Option("--decode-threads", min=0, help="Video decoder threads (0: FFmpeg's choice).")
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the models run.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON on stdout.")]
 
 
 def pin_threads(requested: int | None) -> int | None:

@@ -4,7 +4,7 @@ Every call returns ``(cudaError_t, *values)``; ``_ok`` turns any error into an `
 naming the call and CUDA's error name and text. Without a driver the bindings answer
 ``cudaErrorInsufficientDriver`` rather than crashing (``open_cuda`` checks for a device first anyway).
 The names used on ``cudart`` are checked against the installed wheel by
-``tests/test_trt_api_conformance.py``.
+``tests/test_cuda_api_conformance.py``.
 """
 
 from __future__ import annotations

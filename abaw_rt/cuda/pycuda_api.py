@@ -4,7 +4,7 @@ PyCUDA works on the device's primary context (the one the CUDA runtime, and so T
 retained and pushed here. PyCUDA has no stream-capture API, so CUDA graphs go to the driver
 (``libcuda``) through ctypes, on PyCUDA's own stream handle. PyCUDA errors and driver error codes
 become ``AbawRtError``. The names used on ``cuda`` (``pycuda.driver``) are checked against PyCUDA's
-sources by ``tests/test_trt_api_conformance.py``.
+sources by ``tests/test_cuda_api_conformance.py``.
 """
 
 from __future__ import annotations

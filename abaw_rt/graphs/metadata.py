@@ -91,3 +91,12 @@ def read_metadata_props(path: Path) -> dict[str, str]:
 def read_onnx_info(path: Path) -> OnnxInfo:
     """Read an exported graph's metadata without loading its weights."""
     return info_from_props(read_metadata_props(path), str(path))
+
+
+def read_quant_record(path: Path) -> dict | None:
+    """The search record (``abaw_rt.quant``) of a graph made by ``abaw-rt quantize``; None for other graphs."""
+    text = read_metadata_props(path).get(PREFIX + "quant")
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        raise AbawRtError(f"ONNX '{path}': metadata '{PREFIX}quant' is not JSON") from None

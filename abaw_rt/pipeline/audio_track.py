@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AUDIO_RATE = 16000  # Hz, mono (PAPER.md, "Pre-processing")
+AUDIO_RATE = 16000  # Hz, mono (Zhou et al. 2023, "Pre-processing")
 _GAP_S = 0.02  # audio chunks further than this from where the previous one ended are placed by timestamp
 
 

@@ -17,6 +17,7 @@ import tomllib
 
 from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import MODALITIES, ModelConfig
+from abaw_rt.runners.ort_runner import PROVIDERS
 
 
 class ColourOrder(str, Enum):
@@ -88,6 +89,7 @@ class ExtractorSpec:
     window: int = 16000  # audio: samples per window at 16 kHz
     hop: int = 640  # audio: samples between windows (640 = 40 ms = 25 features/s)
     stretch: Stretch = Stretch.nearest  # audio: how window features map onto video frames (by time)
+    provider: str | None = None  # onnxruntime provider for this graph (cpu, cuda, tensorrt); None: --device's
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class PipelineSpec:
 
 # -- parsing ------------------------------------------------------------------------------------------
 _IMAGE_KEYS = {"input_size", "colour", "layout", "scale", "mean", "std"}
-_COMMON = {"name", "modality", "onnx", "dim", "input", "output", "batch"}
+_COMMON = {"name", "modality", "onnx", "dim", "input", "output", "batch", "provider"}
 _VISUAL = _COMMON | _IMAGE_KEYS | {"crop", "margin"}
 _AUDIO = _COMMON | {"window", "hop", "stretch"}
 _DETECTOR = _IMAGE_KEYS | {"onnx", "input", "boxes_output", "landmarks_output", "score_threshold", "nms_iou", "decoder"}
@@ -287,6 +289,9 @@ def _extractor(t, spec_path: Path, i: int) -> ExtractorSpec:
     batch = _get(t, "batch", int, where, 32)
     if dim < 1 or batch < 1:
         raise AbawRtError(f"{where}: 'dim' and 'batch' must be >= 1 (got {dim}, {batch})")
+    provider = _get(t, "provider", str, where) or None
+    if provider is not None and provider not in PROVIDERS:
+        raise AbawRtError(f"{where}: provider {provider!r}, expected one of {sorted(PROVIDERS)}")
     common = dict(
         name=name,
         modality=modality,
@@ -295,6 +300,7 @@ def _extractor(t, spec_path: Path, i: int) -> ExtractorSpec:
         input=_get(t, "input", str, where) or None,
         output=_get(t, "output", str, where) or None,
         batch=batch,
+        provider=provider,
     )
     if modality == "visual":
         image = _image(t, where, 1.0 / 255.0)

@@ -23,12 +23,13 @@ class FeatureExtractor:
 
     Args:
         spec: what the graph is and how to feed it.
-        provider, threads: passed to the graph's runner (``abaw_rt.artefacts.open_graph``).
+        provider, threads: passed to the graph's runner (``abaw_rt.artefacts.open_graph``); the spec's own
+            ``provider``, when set, wins over ``provider`` (the pipeline's, from --device).
     """
 
     def __init__(self, spec: ExtractorSpec, provider: str = "cpu", threads: int | None = None):
         self.spec = spec
-        self.runner = open_graph(spec.onnx, provider, threads, what=f"extractor '{spec.name}'")
+        self.runner = open_graph(spec.onnx, spec.provider or provider, threads, what=f"extractor '{spec.name}'")
         self.image: ImageInput | None = None
         self._input = self._output = None
         self.times: list[float] = []  # seconds per batch (the runner's own timing)

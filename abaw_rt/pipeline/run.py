@@ -39,7 +39,7 @@ class PipelineConfig:
 
     window: int | None = None  # segment length w; None: the model's own (checkpoint header, 300)
     stride: int | None = None  # segment stride s; None: the model's own (200)
-    merge: Merge = Merge.centre  # how overlapping windows combine (PAPER.md, "Segments")
+    merge: Merge = Merge.centre  # how overlapping windows combine (Zhou et al. 2023, "Segments")
     segment_batch: int = 8  # windows per fusion call
     detect_every: int = 5  # detector on every N-th frame and the last; boxes interpolated between
     face: FaceChoice = FaceChoice.largest  # which face when several (left/right for two-person videos)

@@ -113,22 +113,9 @@ def write_video(
             v.options = {"crf": str(crf), "preset": preset}
         a = c.add_stream("aac", rate=audio_rate, layout="stereo") if audio else None
         t = 0.0
-        yy = np.linspace(0, 1, height)[:, None, None]
-        rng = np.random.default_rng(0)
-        if texture:  # dark blotchy texture (below the blob detector's threshold), twice as wide to pan across
-            coarse = rng.integers(0, 90, (height // 8 + 1, width // 4 + 1, 3), dtype=np.uint8)
-            backdrop = np.repeat(np.repeat(coarse, 8, 0), 8, 1)[:height, : 2 * width]
-            backdrop = (
-                ((backdrop.astype(np.uint16) + rng.integers(0, 40, backdrop.shape)) // 1).clip(0, 120).astype(np.uint8)
-            )
+        background = _Background(width, height, texture)
         for i in range(frames):
-            img = np.empty((height, width, 3), dtype=np.uint8)
-            if texture:
-                x0 = int(i * 2) % width
-                img[:] = backdrop[:, x0 : x0 + width]
-                img += rng.integers(0, 24, img.shape, dtype=np.uint8)
-            else:
-                img[:] = (20 + 20 * yy).astype(np.uint8)
+            img = background.frame(i)
             for box in faces(i):  # (x1, y1, x2, y2) or (x1, y1, x2, y2, tone)
                 tone = box[4] if len(box) > 4 else int(200 + 50 * (0.5 + 0.5 * np.sin(i / 7.0)))
                 draw_face(img, box[:4], tone=tone)
@@ -141,22 +128,50 @@ def write_video(
         for p in v.encode():
             c.mux(p)
         if a is not None:
-            seconds = t - audio_start if audio_seconds is None else audio_seconds
-            n = max(int(seconds * audio_rate), 0)
-            k = np.arange(n) / audio_rate
-            sig = (0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * k)) * np.sin(2 * np.pi * 440 * k)).astype(np.float32)
-            start = int(round(audio_start * audio_rate))
-            for s in range(0, n, 1024):
-                chunk = sig[s : s + 1024]
-                af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
-                af.sample_rate = audio_rate
-                af.pts = start + s
-                af.time_base = fractions.Fraction(1, audio_rate)
-                for p in a.encode(af):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
+            _write_tone(av, c, a, audio_rate, audio_start, t - audio_start if audio_seconds is None else audio_seconds)
     return Path(path)
+
+
+class _Background:
+    """The frames' backdrop: a dark vertical gradient, or a panning blotchy texture with a little noise per frame."""
+
+    def __init__(self, width: int, height: int, texture: bool):
+        self.width, self.height, self.texture = width, height, texture
+        self.gradient = np.linspace(0, 1, height)[:, None, None]
+        self.rng = np.random.default_rng(0)
+        if texture:  # dark blotchy texture (below the blob detector's threshold), twice as wide to pan across
+            coarse = self.rng.integers(0, 90, (height // 8 + 1, width // 4 + 1, 3), dtype=np.uint8)
+            backdrop = np.repeat(np.repeat(coarse, 8, 0), 8, 1)[:height, : 2 * width]
+            noise = self.rng.integers(0, 40, backdrop.shape)
+            self.backdrop = ((backdrop.astype(np.uint16) + noise) // 1).clip(0, 120).astype(np.uint8)
+
+    def frame(self, i: int) -> np.ndarray:
+        img = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        if self.texture:
+            x0 = int(i * 2) % self.width
+            img[:] = self.backdrop[:, x0 : x0 + self.width]
+            img += self.rng.integers(0, 24, img.shape, dtype=np.uint8)
+        else:
+            img[:] = (20 + 20 * self.gradient).astype(np.uint8)
+        return img
+
+
+def _write_tone(av, container, stream, rate: int, start_s: float, seconds: float) -> None:
+    """A 440 Hz stereo tone whose loudness varies at 0.7 Hz, ``seconds`` long from ``start_s`` on the video's clock."""
+    n = max(int(seconds * rate), 0)
+    k = np.arange(n) / rate
+    sig = (0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * k)) * np.sin(2 * np.pi * 440 * k)).astype(np.float32)
+    start = int(round(start_s * rate))
+    for s in range(0, n, 1024):
+        chunk = sig[s : s + 1024]
+        af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+        af.sample_rate = rate
+        af.pts = start + s
+        af.time_base = fractions.Fraction(1, rate)
+        for p in stream.encode(af):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
 
 
 # -- graphs --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from abaw_rt.graphs.metadata import PREFIX
+from abaw_rt.graphs.metadata import PREFIX, read_quant_record  # noqa: F401 (re-exported: one reader)
 from abaw_rt.io import atomic_write_bytes
 
 SCHEMA = "abaw-rt-quant/1"
@@ -60,15 +60,6 @@ def stamp_graph(path: Path, source: Path, record: Mapping) -> None:
         model.metadata_props.add(key=k, value=v)
     model.producer_name = "abaw-rt"
     atomic_write_bytes(path, model.SerializeToString())
-
-
-def read_quant_record(path: Path) -> dict | None:
-    """The search record of a graph made by ``abaw-rt quantize`` (None for other graphs)."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    text = props.get(PREFIX + "quant")
-    return json.loads(text) if text else None
 
 
 def measure_speedup(fp32: Path, low: Path, feeds: Mapping[str, np.ndarray], threads: int = 1, rounds: int = 3, calls: int = 3) -> dict:

@@ -17,7 +17,7 @@ from abaw_rt.train.dataset import VideoSample
 from abaw_rt.vocab import Device, ModelSize, Task
 
 EXTRACTORS = {"fer": {"dim": 7, "modality": "visual"}, "logmel": {"dim": 65, "modality": "audio"}}
-# A small width of the paper's architecture (PAPER.md, "Model": causal TCN k=5, dilations 1/2/4, Transformer).
+# A small width of the paper's architecture (Zhou et al. 2023, "Model": causal TCN k=5, dilations 1/2/4, Transformer).
 DEMO_WIDTHS = dict(
     visual_channels=(64, 64, 64),
     audio_channels=(32, 32, 32),
@@ -33,9 +33,9 @@ def demo_recipe(
     epochs: int = 20,
     seed: int = 0,
     threads: int = 0,
-    batch_size: int = 32,  # PAPER.md: 32 segments
+    batch_size: int = 32,  # Zhou et al. 2023: 32 segments
     lr: float = 1e-3,  # higher than the paper's 3e-5, which suits 40 M parameters, not 0.1 M
-    window: int = 300,  # PAPER.md, "Segments"
+    window: int = 300,  # Zhou et al. 2023, "Segments"
     stride: int = 200,
 ) -> TrainConfig:
     """The demo model's training run (the script's defaults made the shipped checkpoint's settings)."""

@@ -10,7 +10,7 @@ from abaw_rt.train.config import OptimSection
 
 
 def lr_at(step: int, steps_per_epoch: int, optim: OptimSection) -> float:
-    """Linear warm-up over ``warmup_epochs`` then cosine decay to ``min_lr`` at the last step (PAPER.md)."""
+    """Linear warm-up over ``warmup_epochs`` then cosine decay to ``min_lr`` at the last step (Zhou et al. 2023)."""
     total = max(1, steps_per_epoch * optim.epochs)
     warm = int(round(optim.warmup_epochs * steps_per_epoch))
     if step < warm:

@@ -39,6 +39,8 @@ VERSION_GATED: dict[str, tuple[int, ...]] = {
     # TensorRT 11 builds strongly typed networks only: FP16 comes from the FP16 ONNX graph there.
     # On 10, an FP32 graph can be built with the FP16 flag and per-layer FP32 constraints instead.
     "FP16": (10,),
+    # Explicit quantisation of an INT8 QDQ graph: the INT8 flag on 10; 11 takes the Q/DQ types from the graph.
+    "INT8": (10,),
     "OBEY_PRECISION_CONSTRAINTS": (10,),
     "precision": (10,),
     "set_output_type": (10,),

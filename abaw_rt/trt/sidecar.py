@@ -47,7 +47,7 @@ class EngineSidecar:
     tensorrt_version: str  # exact TensorRT version that built the plan; plans are not portable across versions
     gpu_name: str  # GPU the plan was built and tuned on
     compute_capability: str  # its compute capability ("9.0"); plans are not portable across them
-    precision: str  # "fp16" or "fp32": what the engine computes in (I/O stays float32)
+    precision: str  # "fp32", "fp16" or "int8": what the engine computes in (I/O stays float32)
     strongly_typed: bool  # built as a strongly typed network (precision from the ONNX graph's types)
     profiles: tuple[ProfileSpec, ...]  # optimisation profiles, in engine order (index = profile number)
     onnx_path: str  # the graph it was built from (absolute, as on the build machine)

@@ -21,7 +21,7 @@ NOT_PUBLISHED = "not published"
 
 @dataclass(frozen=True)
 class Recipe:
-    """One extractor of the paper (PAPER.md's table of features) and the public file a user brings for it."""
+    """One extractor of the paper (the paper's table of features) and the public file a user brings for it."""
 
     name: str  # feature name (matches the presets in abaw_rt.model.config)
     family: str  # architecture: effnet, dan, iresnet, wav2vec2
