@@ -29,7 +29,7 @@ FP32_LAYERS = {"ln", "softmax"}  # LayerNorm and softmax: constrained to FP32 in
 def make_graph(folder: Path, kind: str, kept: tuple[str, ...] = ("head",)) -> Path:
     """visual -> [Cast | Q/DQ] -> MatMul 'proj' -> LayerNorm 'ln' -> Softmax -> MatMul 'head' -> va, with metadata.
 
-    ``kind``: fp32, fp16 (export), fp16-mixed (quantize --mode fp16, ``kept`` high), int8 (QDQ, ``kept`` high).
+    ``kind``: fp32, fp16 (export), fp16-mixed (quantize -p fp16, ``kept`` high), int8 (QDQ, ``kept`` high).
     """
     import onnx
     from onnx import TensorProto as T

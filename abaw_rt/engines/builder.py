@@ -108,7 +108,7 @@ def _plan_int8(onnx_precision: str, precision: str, version: TrtVersion, kept: t
     if onnx_precision != "int8":
         raise AbawRtError(
             f"an int8 engine needs an int8 QDQ graph (this one is {onnx_precision}): "
-            "abaw-rt quantize GRAPH --mode int8, then abaw-rt build GRAPH_STEM.int8.onnx"
+            "abaw-rt quantize GRAPH --calib DATA -p int8 --activation s8, then abaw-rt build GRAPH_STEM.int8.onnx"
         )
     if precision != "int8":
         raise AbawRtError(f"an int8 QDQ graph builds an int8 engine (explicit quantisation), not {precision}")
