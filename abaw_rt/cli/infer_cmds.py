@@ -259,10 +259,12 @@ def _scale_config(address, workers, gpus, retries):
         if workers is not None:
             raise AbawRtError(f"--workers {workers}: needs --ray (local, auto or ray://host:port)")
         return None
-    from abaw_rt.scale.config import ScaleConfig
+    from abaw_rt.scale.config import ScaleConfig, check_reachable
 
-    return ScaleConfig(address=address, workers=2 if workers is None else workers, gpus_per_worker=gpus,
-                       max_retries=retries)
+    cfg = ScaleConfig(address=address, workers=2 if workers is None else workers, gpus_per_worker=gpus,
+                      max_retries=retries)
+    check_reachable(cfg)  # before any output folder is made
+    return cfg
 
 
 def _run_job(job, paths, scale, as_json: bool) -> tuple[list[dict], float | None, dict | None]:

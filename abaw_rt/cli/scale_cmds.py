@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from rich.table import Table
 
 from abaw_rt.cli import err, warn_lost_frames
@@ -45,7 +48,8 @@ def run_scaled(job, sources, infos, scale):
         overall = bar.add_task(f"{len(sources)} inputs on {scale.workers} Ray workers", total=len(sources))
         for s in sources:
             tasks[s.name] = bar.add_task(f"  {s.name}", total=expected.get(s.name))
-        result = run_videos(job, sources, expected, scale, on_progress, on_done)
+        with contextlib.redirect_stdout(sys.stderr):  # Ray's own notices (a worker died) stay off --json stdout
+            result = run_videos(job, sources, expected, scale, on_progress, on_done)
     return result.reports, result.load_s, result.to_dict()
 
 

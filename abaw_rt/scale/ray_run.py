@@ -100,9 +100,9 @@ class VideoWorker:
 def connect(cfg: ScaleConfig):
     """Join or start the cluster; returns (ray, started_here). AbawRtError when it cannot be reached."""
     ray = require_module("ray", "ray")
-    if ray.is_initialized():
-        return ray, False
     check_reachable(cfg)
+    if ray.is_initialized():  # this process already joined or started one (tests, notebooks): use it
+        return ray, False
     kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
     try:
         if cfg.address == LOCAL:
@@ -215,16 +215,16 @@ def _schedule(ray, pool: _Pool, sources, expected, cfg: ScaleConfig, on_progress
             except Exception as exc:  # the worker died, or failed on something that may not happen again
                 died = isinstance(exc, ray.exceptions.RayActorError)
                 reason = "its worker died" if died else f"{type(_cause(exc)).__name__}: {_cause(exc)}".splitlines()[0]
-                if died:
-                    ray.kill(actor, no_restart=True)
-                    pool.start(1)
-                else:
-                    pool.idle.append(actor)
                 if tries[source.name] <= cfg.max_retries:
                     retries += 1
                     pending.insert(0, source)
                 else:
                     finish(source.name, None, f"{reason} ({tries[source.name]} tries)")
+                if not died:
+                    pool.idle.append(actor)
+                elif pending:  # a new worker (loading the models again) for what is left
+                    ray.kill(actor, no_restart=True)
+                    pool.start(1)
                 continue
             pool.idle.append(actor)
             finish(source.name, out.get("report"), out.get("error"))
