@@ -66,8 +66,8 @@ def make_store(root: Path, gb: float, val_videos: int) -> dict:
             "bytes_per_frame": per_frame, "make_s": round(time.perf_counter() - t, 1)}
 
 
-def train_child(root: Path, out: Path, memory_map: bool, epochs: int) -> dict:
-    sets = ["model.size='tiny'", "optim.batch_size=32", "run.threads=1", "run.device='cpu'", f"optim.epochs={epochs}",
+def train_child(root: Path, out: Path, memory_map: bool, epochs: int, batch: int = 32) -> dict:
+    sets = ["model.size='tiny'", f"optim.batch_size={batch}", f"run.eval_batch_size={batch}", "run.threads=1", "run.device='cpu'", f"optim.epochs={epochs}",
             "optim.lr=1e-3", f"data.root='{root}'", f"data.memory_map={'true' if memory_map else 'false'}"]
     proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "training" / "recipes" / "va.toml"), str(out), *sets],
                           env=_env(), capture_output=True, text=True)
@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=4.0, help="Store size in GB (paper widths).")
     ap.add_argument("--val-videos", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32, help="Training and validation batch (windows); the paper's is 32.")
     ap.add_argument("--no-in-memory", action="store_true", help="Skip the loaded-arrays run (it needs the RAM).")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -100,16 +101,16 @@ def main() -> None:
         root = Path(tmp) / "synth"
         store = make_store(root, args.gb, args.val_videos)
         print(f"store: {store['gb']} GB, {store['videos']} videos ({store['make_s']} s)", flush=True)
-        mapped = train_child(root, Path(tmp) / "mapped", True, args.epochs)
+        mapped = train_child(root, Path(tmp) / "mapped", True, args.epochs, args.batch)
         print(f"memory-mapped: peak RSS {mapped['peak_rss_mb']:.0f} MB, {mapped['wall_s']:.0f} s", flush=True)
-        loaded = None if args.no_in_memory else train_child(root, Path(tmp) / "loaded", False, args.epochs)
+        loaded = None if args.no_in_memory else train_child(root, Path(tmp) / "loaded", False, args.epochs, args.batch)
         if loaded:
             print(f"in memory: peak RSS {loaded['peak_rss_mb']:.0f} MB, {loaded['wall_s']:.0f} s", flush=True)
         ev = evaluate_child(mapped["best_path"], root)
     reported = mapped["best_metrics"]
     diffs = {k: abs(ev["pooled"]["loss" if k == "val_loss" else k] - v) for k, v in reported.items()}
     result = {
-        "benchmark": "store_memory", "store": store, "epochs": args.epochs,
+        "benchmark": "store_memory", "store": store, "epochs": args.epochs, "batch": args.batch,
         "memory_mapped": {k: mapped[k] for k in ("peak_rss_mb", "wall_s", "best_metrics", "history")},
         "in_memory": {k: loaded[k] for k in ("peak_rss_mb", "wall_s", "best_metrics", "history")} if loaded else None,
         "peak_rss_target_mb": 1536, "peak_rss_met": mapped["peak_rss_mb"] <= 1536,
