@@ -157,6 +157,16 @@ def test_bad_cluster_options_are_one_line_exit_2(videos, tmp_path, args, message
         assert not (tmp_path / verb).exists()
 
 
+def test_a_cluster_too_small_for_the_workers_is_refused():
+    from abaw_rt.scale.ray_run import check_resources
+
+    check_resources({"CPU": 2.0}, ScaleConfig(workers=2), 2)
+    with pytest.raises(AbawRtError, match="--workers: 3 worker.* need 3 CPUs, the Ray cluster at 'local' has 2"):
+        check_resources({"CPU": 2.0}, ScaleConfig(workers=3), 3)
+    with pytest.raises(AbawRtError, match="--gpus-per-worker: .* has 0"):
+        check_resources({"CPU": 8.0}, ScaleConfig(workers=2, gpus_per_worker=0.5), 2)
+
+
 def test_missing_ray_names_the_extra(monkeypatch, tmp_path):
     import sys
 
@@ -184,4 +194,5 @@ def test_cli_ray_run_summarises_failures_and_exits_1(ray_cluster, videos, tmp_pa
     assert [v["name"] for v in data["videos"]] == ["a", "c"]
     assert [(f["name"], f["tries"]) for f in data["ray"]["failures"]] == [("b", 1)]
     assert "1 input(s) failed" in r.stderr
+    assert "a: done in" in r.stderr and "b: FAILED" in r.stderr  # plain progress lines off a terminal
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "c"]

@@ -61,6 +61,24 @@ def test_cpu_instances_have_no_tensorrt_accelerator_and_a_rewrite_replaces_the_f
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["demo_fp32", "va_cpu"]
 
 
+def test_external_weights_travel_with_the_graph(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    (tmp_path / "src").mkdir()
+    graph = make_onnx(tmp_path / "src" / "big.fp32.onnx", precision="fp32")
+    model = onnx.load(str(graph))
+    model.graph.initializer.append(numpy_helper.from_array(np.arange(4096, dtype=np.float32), "w"))
+    model.graph.node.append(helper.make_node("Identity", ["w"], ["w_out"]))
+    model.graph.output.append(helper.make_tensor_value_info("w_out", onnx.TensorProto.FLOAT, [4096]))
+    onnx.save(model, str(graph), save_as_external_data=True, location="big.fp32.onnx.data", size_threshold=0)
+    folder = write_triton_model(open_artefact(graph), tmp_path / "repo")
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["big.fp32.onnx.data", "model.onnx"]
+    loaded = onnx.load(str(folder / "1" / "model.onnx"))  # reads the weights from beside it
+    assert numpy_helper.to_array(loaded.graph.initializer[0])[-1] == 4095
+
+
 def test_engine_plan_repository(tmp_path):
     plan, sidecar = make_engine(tmp_path)
     folder = write_triton_model(open_artefact(plan), tmp_path / "repo", TritonConfig(max_batch_size=64))

@@ -116,6 +116,17 @@ def connect(cfg: ScaleConfig):
     return ray, True
 
 
+def check_resources(available: dict, cfg: ScaleConfig, workers: int) -> None:
+    """The cluster must hold every worker at once (else Ray would queue the missing actors for ever)."""
+    for key, each, option in (("CPU", cfg.cpus_per_worker, "--workers"), ("GPU", cfg.gpus_per_worker, "--gpus-per-worker")):
+        need, have = each * workers, float(available.get(key, 0.0))
+        if need > have + 1e-9:
+            raise AbawRtError(
+                f"{option}: {workers} worker(s) x {each:g} {key} need {need:g} {key}s, the Ray cluster at "
+                f"'{cfg.address}' has {have:g}"
+            )
+
+
 def _cause(exc: BaseException) -> BaseException:
     return getattr(exc, "cause", None) or exc
 
@@ -170,6 +181,7 @@ def run_videos(
     startup_s = time.perf_counter() - t0
     try:
         t1 = time.perf_counter()
+        check_resources(ray.cluster_resources(), cfg, min(cfg.workers, max(len(sources), 1)))
         pool = _Pool(ray, job, cfg)
         pool.start(min(cfg.workers, max(len(sources), 1)))
         ready_s = time.perf_counter() - t1
