@@ -167,6 +167,12 @@ def test_a_cluster_too_small_for_the_workers_is_refused():
         check_resources({"CPU": 8.0}, ScaleConfig(workers=2, gpus_per_worker=0.5), 2)
 
 
+def test_cli_refuses_more_workers_than_the_cluster_holds(ray_cluster, videos, tmp_path):
+    r = cli.invoke(app, ["infer", *map(str, videos), "--out", str(tmp_path / "o"), "--ray", "local", "--workers", "3"])
+    assert r.exit_code == 2 and "need 3 CPUs, the Ray cluster at 'local' has 2" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_ray_names_the_extra(monkeypatch, tmp_path):
     import sys
 

@@ -275,11 +275,11 @@ def _run_job(job, paths, scale, as_json: bool) -> tuple[list[dict], float | None
 
     runner = JobRunner(job)
     sources = collect_sources(paths, job.config.face)
-    infos = runner.check(sources)
     if scale is not None:
         from abaw_rt.cli.scale_cmds import run_scaled
 
-        return run_scaled(job, sources, infos, scale)
+        return run_scaled(runner, sources, scale)
+    infos = runner.check(sources)
     with err.status("loading models"):
         runner.__enter__()
     try:

@@ -16,8 +16,21 @@ def _expected_frames(infos) -> dict:
     return {name: _expected(info) for name, info in infos.items()}
 
 
-def run_scaled(job, sources, infos, scale):
-    """Run a checked job over Ray; returns (reports, model load s, the run's record with failures)."""
+def run_scaled(runner, sources, scale):
+    """Run a job over Ray: sources probed, then the cluster joined (or started) and checked, then the output
+    folder made, so that a refusal leaves nothing; returns (reports, model load s, the run's record)."""
+    from abaw_rt.scale.ray_run import cluster
+
+    infos = runner.check_sources(sources)
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's own notices (a worker died) stay off --json stdout
+        with cluster(scale, min(scale.workers, max(len(sources), 1))) as (_, startup_s):
+            runner.check_output()
+            reports, load_s, record = _run(runner.job, sources, infos, scale)
+    record["startup_s"] = startup_s
+    return reports, load_s, record
+
+
+def _run(job, sources, infos, scale):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from abaw_rt.scale.ray_run import run_videos
@@ -48,8 +61,7 @@ def run_scaled(job, sources, infos, scale):
         overall = bar.add_task(f"{len(sources)} inputs on {scale.workers} Ray workers", total=len(sources))
         for s in sources:
             tasks[s.name] = bar.add_task(f"  {s.name}", total=expected.get(s.name))
-        with contextlib.redirect_stdout(sys.stderr):  # Ray's own notices (a worker died) stay off --json stdout
-            result = run_videos(job, sources, expected, scale, on_progress, on_done)
+        result = run_videos(job, sources, expected, scale, on_progress, on_done)
     return result.reports, result.load_s, result.to_dict()
 
 

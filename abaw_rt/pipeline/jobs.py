@@ -112,11 +112,19 @@ class JobRunner:
 
     def check(self, sources: list[Source]) -> dict[str, object]:
         """Probe every source and prove the output folder (or store) writable, before any work."""
+        infos = self.check_sources(sources)
+        self.check_output()
+        return infos
+
+    def check_sources(self, sources: list[Source]) -> dict[str, object]:
+        """Probe every source (readable, has video, has audio where needed); nothing is written."""
+        return self.pipeline.check_sources(sources, skip_missing_audio=self.job.fusion is None)
+
+    def check_output(self) -> None:
+        """Create the output folder (or store) if needed and prove it writable."""
         from abaw_rt.pipeline.outputs import check_out_dir
 
-        infos = self.pipeline.check_sources(sources, skip_missing_audio=self.job.fusion is None)
         self._open_output(check_out_dir(self.job.out_dir))
-        return infos
 
     def _open_output(self, folder: Path) -> None:
         if self.job.fusion is None:

@@ -11,6 +11,7 @@ removed (``clean_stale``, ``FeatureStore.discard_unindexed``): nothing is left h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -176,20 +177,30 @@ def run_videos(
         on_progress: called with {source: (frames done, expected)} as workers report.
         on_done: called with (source, report or None, error or None) as each source finishes or fails for good.
     """
+    workers = min(cfg.workers, max(len(sources), 1))
+    with cluster(cfg, workers) as (ray, startup_s):
+        try:
+            t1 = time.perf_counter()
+            pool = _Pool(ray, job, cfg)
+            pool.start(workers)
+            ready_s = time.perf_counter() - t1
+            result = _schedule(ray, pool, sources, expected, cfg, on_progress, on_done)
+            result.startup_s, result.workers_ready_s, result.load_s = startup_s, ready_s, pool.load_s
+            return result
+        finally:
+            _clean_leftovers(job, sources)
+
+
+@contextlib.contextmanager
+def cluster(cfg: ScaleConfig, workers: int):
+    """Join or start the cluster and check it can hold ``workers``; yields (ray, seconds it took). A cluster
+    started here is shut down at the end; one this process had already joined is left as it was."""
     t0 = time.perf_counter()
     ray, started = connect(cfg)
-    startup_s = time.perf_counter() - t0
     try:
-        t1 = time.perf_counter()
-        check_resources(ray.cluster_resources(), cfg, min(cfg.workers, max(len(sources), 1)))
-        pool = _Pool(ray, job, cfg)
-        pool.start(min(cfg.workers, max(len(sources), 1)))
-        ready_s = time.perf_counter() - t1
-        result = _schedule(ray, pool, sources, expected, cfg, on_progress, on_done)
-        result.startup_s, result.workers_ready_s, result.load_s = startup_s, ready_s, pool.load_s
-        return result
+        check_resources(ray.cluster_resources(), cfg, workers)
+        yield ray, time.perf_counter() - t0
     finally:
-        _clean_leftovers(job, sources)
         if started:
             ray.shutdown()
 
