@@ -23,6 +23,8 @@ EXTRA_OF = {
     "sklearn": "dev",
     "skimage": "dev",
     "hypothesis": "dev",
+    "tritonclient": "triton",
+    "ray": "ray",
 }
 # Extras that pull torch: the CPU wheel goes first, or pip resolves a CUDA build of several GB.
 _TORCH_EXTRAS = ("torch", "train", "build-defaults")

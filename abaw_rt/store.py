@@ -16,8 +16,11 @@ Every file is written to a temporary name and renamed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -145,6 +148,11 @@ class FeatureStore:
         """Store one video's features. ``extractors`` maps name -> (dim, modality)."""
         _safe_name(video, "video")
         n = len(face_found)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():  # several writers (Ray workers) add videos to one store: one index update at a time
+            self._write_locked(video, n, features, face_found, extractors, fps)
+
+    def _write_locked(self, video, n, features, face_found, extractors, fps) -> None:
         idx = self.index()
         for name, arr in features.items():
             _safe_name(name, "extractor")
@@ -155,7 +163,6 @@ class FeatureStore:
             if known and (known["dim"] != dim or known["modality"] != modality):
                 raise AbawRtError(f"extractor '{name}': store has dim {known['dim']} ({known['modality']}), got {dim} ({modality})")
             idx["extractors"][name] = {"dim": int(dim), "modality": modality}
-        self.root.mkdir(parents=True, exist_ok=True)
         for name, arr in features.items():
             (self.root / name).mkdir(exist_ok=True)
             _save_npy(self.root / name / f"{video}.npy", np.asarray(arr, dtype=np.float32))
@@ -163,6 +170,33 @@ class FeatureStore:
         _save_npy(self.root / FACES / f"{video}.npy", np.asarray(face_found, dtype=bool))
         idx["videos"][video] = {"frames": int(n), "fps": fps}
         atomic_write_bytes(self.root / INDEX, json.dumps(idx, indent=1, sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive lock on the store folder (``flock``: the kernel releases it even after a SIGKILL)."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def discard_unindexed(self, video: str) -> list[Path]:
+        """Remove a video's feature files (and temporary files) that the index does not list: what a writer
+        killed mid-write left. A video the index lists is left alone. Returns the files removed."""
+        _safe_name(video, "video")
+        if not self.root.is_dir():
+            return []
+        removed = []
+        with self._locked():
+            if video in self.index()["videos"]:
+                return []
+            for folder in (p for p in self.root.iterdir() if p.is_dir()):
+                for f in folder.iterdir():
+                    if f.name == f"{video}.npy" or (f.name.startswith(f".{video}.npy.") and f.name.endswith(".tmp")):
+                        f.unlink(missing_ok=True)
+                        removed.append(f)
+        return removed
 
     # -- read -----------------------------------------------------------------------------------------
     def read(self, video: str, names: Sequence[str], fill_missing_faces: bool = True) -> StoredVideo:

@@ -85,3 +85,10 @@ class CudaBinding(str, Enum):
     auto = "auto"  # cuda-python when it imports, else pycuda
     cuda_python = "cuda-python"  # NVIDIA's cuda-bindings (``from cuda.bindings import runtime``)
     pycuda = "pycuda"  # PyCUDA, often what a Jetson image carries
+
+
+class TritonKind(str, Enum):
+    """Where Triton runs a model's instances (``instance_group { kind }``)."""
+
+    gpu = "gpu"  # KIND_GPU: onnxruntime with CUDA (and the TensorRT accelerator), or a TensorRT plan
+    cpu = "cpu"  # KIND_CPU: onnxruntime on the CPU (an ONNX graph only)

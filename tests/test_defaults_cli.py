@@ -107,7 +107,7 @@ def test_defaults_verb_lists_every_file():
 
 
 def test_a_spec_without_detector_gets_the_builtin_one(tmp_path):
-    from abaw_rt.cli.infer_cmds import detector_or_default
+    from abaw_rt.pipeline.jobs import detector_or_default
     from abaw_rt.pipeline.extractor_spec import load_spec
     from abaw_rt.pipeline.synthetic import linear_extractor, write_spec
 

@@ -227,7 +227,7 @@ def _video(video, source, backend, precision, device, threads, extractors, detec
     from abaw_rt.bench.pipeline_bench import bench_video
     from abaw_rt.bench.report import make_report, save_report
     from abaw_rt.artefacts import RunOptions, open_artefact, open_runner
-    from abaw_rt.cli.infer_cmds import detector_or_default, spec_or_default
+    from abaw_rt.pipeline.jobs import detector_or_default, spec_or_default
     from abaw_rt.machine import machine_info
     from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors
-from abaw_rt.vocab import Precision
+from abaw_rt.vocab import Precision, TritonKind
 from abaw_rt.errors import AbawRtError
 
 
@@ -32,6 +32,38 @@ ProfileOpt = Annotated[
         help="Optimisation profile NAME:BMIN,BOPT,BMAX:TMIN,TOPT,TMAX (batch, time); repeat. Overrides the recipe's.",
     ),
 ]
+TritonOpt = Annotated[
+    Optional[Path],
+    typer.Option("--triton", metavar="REPO", help="Also write a Triton model repository (REPO/<model>/config.pbtxt)."),
+]
+TritonKindOpt = Annotated[
+    TritonKind, typer.Option("--triton-kind", help="Triton instance kind (an engine plan: gpu only).")
+]
+TritonBatchOpt = Annotated[int, typer.Option("--triton-max-batch", min=1, help="Triton max_batch_size.")]
+TritonInstancesOpt = Annotated[int, typer.Option("--triton-instances", min=1, help="Model instances per device.")]
+
+
+def write_triton(paths: list[Path], repo: Path, kind: TritonKind, max_batch: int, instances: int) -> list[Path]:
+    """One Triton model folder per graph or plan (config checked against Triton's schema), printed."""
+    from abaw_rt.artefacts import open_artefact
+    from abaw_rt.export.triton import TritonConfig, write_triton_model
+
+    cfg = TritonConfig(max_batch_size=max_batch, instances=instances, kind=kind)
+    folders = [write_triton_model(open_artefact(p), repo, cfg) for p in paths]
+    for folder in folders:
+        err.print(f"wrote Triton model {folder}", highlight=False)
+    return folders
+
+
+def check_triton_repo(repo: Path | None, kind: TritonKind, engine: bool) -> None:
+    """Refuse a bad --triton early, before any export or build."""
+    if repo is None:
+        return
+    from abaw_rt.export.triton import check_repo
+
+    check_repo(repo)
+    if engine and kind is not TritonKind.gpu:
+        raise AbawRtError("--triton-kind cpu: an engine plan runs on a GPU only; export the ONNX graph instead")
 
 
 def build_config(
@@ -118,12 +150,17 @@ def build_cmd(
     device: Annotated[int, typer.Option(min=0, help="CUDA device to build on.")] = 0,
     verbose: Annotated[bool, typer.Option(help="TensorRT's verbose log.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    triton: TritonOpt = None,
+    triton_kind: TritonKindOpt = TritonKind.gpu,
+    triton_max_batch: TritonBatchOpt = 8,
+    triton_instances: TritonInstancesOpt = 1,
 ) -> None:
     """Build a TensorRT engine (plan + JSON sidecar) from an exported ONNX graph. Needs an NVIDIA GPU."""
     from abaw_rt.engines.builder import build_engine
 
     if no_timing_cache and timing_cache is not None:
         raise AbawRtError("--timing-cache and --no-timing-cache: give one or the other")
+    check_triton_repo(triton, triton_kind, engine=True)
     cfg = build_config(
         recipe,
         profile,
@@ -141,4 +178,6 @@ def build_cmd(
         cfg = dataclasses.replace(cfg, timing_cache=None)
     with err.status(f"building a TensorRT engine from {onnx.name}"):
         plan = build_engine(onnx, cfg)
+    if triton is not None:
+        write_triton([plan], triton, triton_kind, triton_max_batch, triton_instances)
     print_engines([plan], as_json)

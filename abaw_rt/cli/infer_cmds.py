@@ -43,24 +43,21 @@ PrecisionOpt = Annotated[
 ]
 
 
-def spec_or_default(extractors: Path | None):
-    from abaw_rt.pipeline.extractor_spec import load_spec
 
-    if extractors is None:  # the built-in offline defaults (abaw_rt/defaults; README, "Defaults")
-        from abaw_rt import defaults
-
-        extractors = defaults.spec_path()
-    return load_spec(extractors)
-
-
-def detector_or_default(detector: Path | None, spec=None):
-    from abaw_rt.pipeline.extractor_spec import default_detector_spec, load_detector
-
-    if detector is not None:
-        return load_detector(detector)
-    if spec is not None and spec.detector is None:  # a spec without [detector]: the built-in RetinaFace
-        return default_detector_spec()
-    return None
+RayOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray", metavar="ADDRESS",
+        help="Spread the inputs over a Ray cluster: local (one started for this run), auto, or ray://host:port.",
+    ),
+]
+WorkersOpt = Annotated[
+    Optional[int], typer.Option("--workers", help="With --ray: workers, each loading the models once (default 2).")
+]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", min=0, help="With --ray: GPUs each worker reserves.")]
+RetriesOpt = Annotated[
+    int, typer.Option("--max-retries", min=0, help="With --ray: tries again for an input whose worker died.")
+]
 
 
 def _progress():
@@ -139,6 +136,10 @@ def infer(
         typer.Option("--task", help="Only these tasks (repeatable; default: every head of the model)."),
     ] = None,
     as_json: JsonOpt = False,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
+    max_retries: RetriesOpt = 2,
 ) -> None:
     """Predict valence/arousal, expressions and action units for every frame of whole videos.
 
@@ -148,79 +149,26 @@ def infer(
     Writes <out>/<video>/: <video>.VA.txt / .EXPR.txt / .AU.txt (ABAW format), predictions.csv,
     report.json (per-stage latency) and plot.png.
     """
-    from abaw_rt.pipeline.outputs import check_out_dir, write_outputs
-    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
+    from abaw_rt.pipeline.jobs import FusionChoice, VideoJob
+    from abaw_rt.pipeline.run import PipelineConfig
 
+    scale = _scale_config(ray, workers, gpus_per_worker, max_retries)
     threads = pin_threads(threads)
-    spec = spec_or_default(extractors)
-    det = detector_or_default(detector, spec)
-    fusion, demo = _open_fusion(checkpoint, model, engine, backend, precision, device, threads)
+    fusion = FusionChoice(
+        checkpoint, model, engine, backend.value if backend else None, precision.value if precision else None,
+        resolve_device(device.value), threads,
+    )
     config = PipelineConfig(
         window=window, stride=stride, merge=merge, segment_batch=batch, detect_every=detect_every, face=face,
         decode_threads=decode_threads, infer_threads=threads, device=resolve_device(device.value), plot=plot,
     )  # fmt: skip
-    wanted = _wanted_heads(fusion, tasks, demo)
-    pipeline = Pipeline(spec, config, fusion, det)
-    sources = collect_sources(videos, config.face)
-    infos = pipeline.check_sources(sources)
-    check_out_dir(out_dir)
-
-    def work(source, cb, expected):
-        pred = pipeline.infer(source, cb, expected)
-        pred.merged = {h: v for h, v in pred.merged.items() if h in wanted}
-        pred.decisions = {h: v for h, v in pred.decisions.items() if h in wanted}
-        write_outputs(out_dir, pred, plot=config.plot)
-        return pred.report
-
-    reports = _with_models(pipeline, lambda: _run_all(pipeline, sources, infos, work, as_json))
+    job = VideoJob(out_dir, config, fusion, extractors, detector, tuple(t.value for t in tasks) if tasks else None)
+    reports, load_s, ray_run = _run_job(job, videos, scale, as_json)
     if as_json:
-        out.print_json(data={"model_load_s": pipeline.load_seconds, "videos": reports})
-        return
-    _summary(reports, pipeline.load_seconds, "abaw-rt infer")
-
-
-def _open_fusion(checkpoint, model, engine, backend, precision, device, threads):
-    """The fusion runner for --checkpoint / --model / --engine (none: the built-in demo model), and whether it is the demo."""
-    from abaw_rt.pipeline.run import load_fusion
-
-    demo = checkpoint is None and model is None and engine is None
-    if demo:  # the built-in demo model (README, "Model card")
-        from abaw_rt import defaults
-
-        checkpoint = defaults.checkpoint_path()
-    fusion = load_fusion(
-        checkpoint,
-        model,
-        backend.value if backend else None,
-        precision.value if precision else None,
-        resolve_device(device.value),
-        threads,
-        engine=engine,
-    )
-    return fusion, demo
-
-
-def _wanted_heads(fusion, tasks, demo: bool) -> list[str]:
-    """The heads --task asks for (default: all the model has); a head the model lacks is refused."""
-    heads = fusion.header.config.heads
-    wanted = [t.value for t in tasks] if tasks else list(heads)
-    if demo:
-        from abaw_rt import defaults
-
-        defaults.check_heads(wanted)
-    if [t for t in wanted if t not in heads]:
-        raise AbawRtError(f"--task {' '.join(wanted)}: the model predicts {list(heads)} only")
-    return wanted
-
-
-def _with_models(pipeline, run):
-    """``run()`` with the pipeline's models loaded (a status line while they load), unloaded after."""
-    with err.status("loading models"):
-        pipeline.__enter__()
-    try:
-        return run()
-    finally:
-        pipeline.__exit__()
+        out.print_json(data={"model_load_s": load_s, "videos": reports, **({"ray": ray_run} if ray_run else {})})
+    else:
+        _summary(reports, load_s, "abaw-rt infer")
+    _exit_on_failures(ray_run)
 
 
 @app.command()
@@ -238,19 +186,21 @@ def extract(
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.cpu,
     as_json: JsonOpt = False,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
+    max_retries: RetriesOpt = 2,
 ) -> None:
     """Run decode, faces and feature extraction only, and write the feature store that training reads.
 
     Image folders (Aff-Wild2 cropped_aligned/<video>/00001.jpg) skip detection: their images are the
     aligned faces, and missing frame numbers are frames without a face.
     """
-    from abaw_rt.pipeline.outputs import check_out_dir
-    from abaw_rt.pipeline.run import Pipeline, PipelineConfig, collect_sources
-    from abaw_rt.store import FeatureStore
+    from abaw_rt.pipeline.jobs import VideoJob
+    from abaw_rt.pipeline.run import PipelineConfig
 
+    scale = _scale_config(ray, workers, gpus_per_worker, max_retries)
     threads = pin_threads(threads)
-    spec = spec_or_default(extractors)
-    det = detector_or_default(detector, spec)
     config = PipelineConfig(
         detect_every=detect_every,
         face=face,
@@ -258,20 +208,59 @@ def extract(
         infer_threads=threads,
         device=resolve_device(device.value),
     )
-    sources = collect_sources(inputs, config.face)
-    pipeline = Pipeline(spec, config, None, det)
-    infos = pipeline.check_sources(sources, skip_missing_audio=True)
-    store = FeatureStore(check_out_dir(out_dir))
-    store.index()  # an existing folder must be a feature store (or empty)
-
-    def work(source, cb, expected):
-        return pipeline.extract(source, store, cb, expected)
-
-    reports = _with_models(pipeline, lambda: _run_all(pipeline, sources, infos, work, as_json))
+    job = VideoJob(out_dir, config, None, extractors, detector)
+    reports, load_s, ray_run = _run_job(job, inputs, scale, as_json)
     if as_json:
-        out.print_json(data={"store": str(out_dir), "model_load_s": pipeline.load_seconds, "videos": reports})
-        return
-    _summary(reports, pipeline.load_seconds, f"abaw-rt extract -> {out_dir}")
+        out.print_json(data={"store": str(out_dir), "model_load_s": load_s, "videos": reports,
+                             **({"ray": ray_run} if ray_run else {})})
+    else:
+        _summary(reports, load_s, f"abaw-rt extract -> {out_dir}")
+    _exit_on_failures(ray_run)
+
+
+def _exit_on_failures(ray_run: dict | None) -> None:
+    """With --ray, inputs that failed for good are listed on stderr and the exit status is 1."""
+    if ray_run and ray_run["failures"]:
+        from abaw_rt.cli.scale_cmds import print_failures
+
+        print_failures(ray_run)
+        raise typer.Exit(1)
+
+
+def _scale_config(address, workers, gpus, retries):
+    """The --ray options as a ScaleConfig, or None without --ray (the cluster options then must not be given)."""
+    if address is None:
+        if workers is not None:
+            raise AbawRtError(f"--workers {workers}: needs --ray (local, auto or ray://host:port)")
+        return None
+    from abaw_rt.scale.config import ScaleConfig, check_reachable
+
+    cfg = ScaleConfig(address=address, workers=2 if workers is None else workers, gpus_per_worker=gpus,
+                      max_retries=retries)
+    check_reachable(cfg)  # before any output folder is made
+    return cfg
+
+
+def _run_job(job, paths, scale, as_json: bool) -> tuple[list[dict], float | None, dict | None]:
+    """Run a job here (models loaded once) or over Ray; returns the reports, the model load time and, with
+    Ray, the run's record (cluster timings, retries, failures)."""
+    from abaw_rt.pipeline.jobs import JobRunner
+    from abaw_rt.pipeline.run import collect_sources
+
+    runner = JobRunner(job)
+    sources = collect_sources(paths, job.config.face)
+    if scale is not None:
+        from abaw_rt.cli.scale_cmds import run_scaled
+
+        return run_scaled(runner, sources, scale)
+    infos = runner.check(sources)
+    with err.status("loading models"):
+        runner.__enter__()
+    try:
+        reports = _run_all(runner, sources, infos, lambda s, cb, expected: runner.run(s, cb, expected), as_json)
+    finally:
+        runner.__exit__()
+    return reports, runner.load_seconds, None
 
 
 def _summary(reports: list[dict], load_s: float | None, title: str) -> None:

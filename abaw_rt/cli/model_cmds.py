@@ -14,6 +14,9 @@ from abaw_rt.cli import app, err, out, user_errors
 from abaw_rt.vocab import ModelSize as Size
 from abaw_rt.vocab import Exporter, Precision, Preset
 from abaw_rt.cli.engine_cmds import ProfileOpt, RecipeOpt, Target, build_config, print_engines
+from abaw_rt.cli.engine_cmds import TritonBatchOpt, TritonInstancesOpt, TritonKindOpt, TritonOpt
+from abaw_rt.cli.engine_cmds import check_triton_repo, write_triton
+from abaw_rt.vocab import TritonKind
 from abaw_rt.cli.options import ThreadsOpt, pin_threads
 from abaw_rt.errors import AbawRtError, require_module
 
@@ -68,6 +71,10 @@ def export(
     progress: Annotated[
         Optional[bool], typer.Option("--progress/--no-progress", help="Step lines on stderr (default: in a terminal).")
     ] = None,
+    triton: TritonOpt = None,
+    triton_kind: TritonKindOpt = TritonKind.gpu,
+    triton_max_batch: TritonBatchOpt = 8,
+    triton_instances: TritonInstancesOpt = 1,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch and time), then check it at several lengths against torch."""
     from abaw_rt.checkpoint import load_checkpoint
@@ -81,6 +88,7 @@ def export(
             f"-p int8: an INT8 graph needs calibration data; export fp32, then run 'abaw-rt quantize {stem} "
             "--calib FEATURE_STORE' (writes the .int8.onnx graph beside it)"
         )
+    check_triton_repo(triton, triton_kind, engine=to is Target.trt)
     threads = pin_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     require_module("torch", "torch")  # before --out-dir is created
@@ -107,6 +115,9 @@ def export(
         for r in results:
             with err.status(f"building a TensorRT engine from {r.path.name}"):
                 plans.append(build_engine(r.path, build_cfg))
+    if triton is not None:  # the engines when built, else the graphs
+        write_triton(plans if to is Target.trt else [r.path for r in results], triton, triton_kind,
+                     triton_max_batch, triton_instances)
     _print_exports(results, plans if to is Target.trt else None, as_json)
 
 
