@@ -1,6 +1,7 @@
 """Pipeline layer, stage 3: feature extractors: batched ONNX graphs turning face crops or audio windows into vectors.
 
-Each extractor runs through the Runner API (``abaw_rt.artefacts.open_graph``). Visual extractors take crops
+Each extractor runs through the Runner API: its ONNX graph on onnxruntime (``abaw_rt.artefacts.open_graph``), or
+the TensorRT plan the spec's ``engine`` names (``open_runner`` on an extractor engine: needs a CUDA GPU). Visual extractors take crops
 of their own input size; audio extractors take windows of the 16 kHz waveform laid on the video's timeline, and
 their features are stretched to the frames by time (nearest as the authors did, or linear).
 """
@@ -12,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from abaw_rt.artefacts import open_graph
+from abaw_rt.artefacts import Kind, RunOptions, open_artefact, open_graph, open_runner
 from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.decode import AUDIO_RATE, AudioTrack
 from abaw_rt.pipeline.extractor_spec import ExtractorSpec, ImageInput, Stretch
@@ -24,12 +25,17 @@ class FeatureExtractor:
     Args:
         spec: what the graph is and how to feed it.
         provider, threads: passed to the graph's runner (``abaw_rt.artefacts.open_graph``); the spec's own
-            ``provider``, when set, wins over ``provider`` (the pipeline's, from --device).
+            ``provider``, when set, wins over ``provider`` (the pipeline's, from --device). With the spec's
+            ``engine`` neither applies: the plan runs on TensorRT (``TrtRunner``), on CUDA device 0.
     """
 
     def __init__(self, spec: ExtractorSpec, provider: str = "cpu", threads: int | None = None):
         self.spec = spec
-        self.runner = open_graph(spec.onnx, spec.provider or provider, threads, what=f"extractor '{spec.name}'")
+        what = f"extractor '{spec.name}'"
+        if spec.engine is not None:
+            self.runner = open_engine(spec.engine, spec.onnx, what)
+        else:
+            self.runner = open_graph(spec.onnx, spec.provider or provider, threads, what=what)
         self.image: ImageInput | None = None
         self._input = self._output = None
         self.times: list[float] = []  # seconds per batch (the runner's own timing)
@@ -127,6 +133,20 @@ class FeatureExtractor:
         hi = np.clip(lo + 1, 0, count - 1)
         w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
         return (1 - w) * feats[lo] + w * feats[hi]
+
+
+def open_engine(plan, onnx, what: str):
+    """An extractor engine's runner (not yet active), checked against its graph; AbawRtError without a CUDA GPU,
+    said before TensorRT is touched (the lean runtime crashes without one)."""
+    from abaw_rt.cuda.gpu import cuda_devices
+
+    engine = open_artefact(plan, Kind.extractor_engine)
+    if not cuda_devices():
+        raise AbawRtError(
+            f"{what}: engine '{plan}' needs a CUDA GPU and this machine has none; remove 'engine' from the spec "
+            f"to run '{onnx}' on onnxruntime"
+        )
+    return open_runner(engine, "trt", RunOptions(device="cuda", onnx=onnx, what=what))
 
 
 def audio_coverage(track: AudioTrack | None, frame_times: np.ndarray) -> float:
