@@ -311,6 +311,22 @@ def open_runner(
     return runner
 
 
+def open_extractor_engine(plan: Path | str, onnx: Path | None = None, what: str = "extractor", hint: str = "") -> Runner:
+    """An extractor engine's TrtRunner (not yet active), checked against ``onnx`` (default: the graph its sidecar
+    records). Without a CUDA device it refuses before TensorRT is imported (tensorrt-lean crashes without one).
+
+    Raises:
+        AbawRtError: not an extractor engine (or no sidecar), no CUDA GPU (``hint`` says what to do instead),
+            another TensorRT or GPU, a plan or graph that changed since the build.
+    """
+    from abaw_rt.cuda.gpu import cuda_devices
+
+    engine = open_artefact(plan, Kind.extractor_engine)
+    if not cuda_devices():
+        raise AbawRtError(f"{what}: engine '{plan}' needs a CUDA GPU and this machine has none" + (f"; {hint}" if hint else ""))
+    return open_runner(engine, Backend.trt, RunOptions(device="cuda", onnx=onnx, what=what))
+
+
 def open_graph(path: Path | str, provider: str = "cpu", threads: int | None = None, what: str = "ONNX",
                spin: bool = False) -> Runner:  # fmt: skip
     """A plain graph (detector, extractor) on onnxruntime: ``open_runner`` for ``Kind.onnx``, named ``what``."""

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from abaw_rt.artefacts import Kind, RunOptions, open_artefact, open_graph, open_runner
+from abaw_rt.artefacts import open_extractor_engine, open_graph
 from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.decode import AUDIO_RATE, AudioTrack
 from abaw_rt.pipeline.extractor_spec import ExtractorSpec, ImageInput, Stretch
@@ -33,7 +33,8 @@ class FeatureExtractor:
         self.spec = spec
         what = f"extractor '{spec.name}'"
         if spec.engine is not None:
-            self.runner = open_engine(spec.engine, spec.onnx, what)
+            hint = f"remove 'engine' from the spec to run '{spec.onnx}' on onnxruntime"
+            self.runner = open_extractor_engine(spec.engine, spec.onnx, what, hint)
         else:
             self.runner = open_graph(spec.onnx, spec.provider or provider, threads, what=what)
         self.image: ImageInput | None = None
@@ -133,20 +134,6 @@ class FeatureExtractor:
         hi = np.clip(lo + 1, 0, count - 1)
         w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
         return (1 - w) * feats[lo] + w * feats[hi]
-
-
-def open_engine(plan, onnx, what: str):
-    """An extractor engine's runner (not yet active), checked against its graph; AbawRtError without a CUDA GPU,
-    said before TensorRT is touched (the lean runtime crashes without one)."""
-    from abaw_rt.cuda.gpu import cuda_devices
-
-    engine = open_artefact(plan, Kind.extractor_engine)
-    if not cuda_devices():
-        raise AbawRtError(
-            f"{what}: engine '{plan}' needs a CUDA GPU and this machine has none; remove 'engine' from the spec "
-            f"to run '{onnx}' on onnxruntime"
-        )
-    return open_runner(engine, "trt", RunOptions(device="cuda", onnx=onnx, what=what))
 
 
 def audio_coverage(track: AudioTrack | None, frame_times: np.ndarray) -> float:
