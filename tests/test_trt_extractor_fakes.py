@@ -296,6 +296,25 @@ def test_spec_engine_refusals(tmp_path, gpu):
         load_spec(write_spec(tmp_path, 'engine = "eff.fp32.plan"', onnx="other.onnx"))
 
 
+def test_cli_backend_choice_per_extractor_replaces_the_specs(tmp_path, gpu):
+    from abaw_rt.pipeline.extractor_spec import load_spec
+    from abaw_rt.pipeline.extractors import choose_backends
+
+    graph = make_extractor(tmp_path)
+    plan = build(tmp_path, graph, install=False)
+    spec = load_spec(write_spec(tmp_path, 'provider = "cuda"'))
+    on_trt = choose_backends(spec, [f"eff={plan}"]).get("eff")
+    assert on_trt.engine == plan.resolve() and on_trt.provider is None and spec.get("eff").provider == "cuda"
+    back = choose_backends(load_spec(write_spec(tmp_path, f'engine = "{plan.name}"')), ["eff=cpu"]).get("eff")
+    assert back.engine is None and back.provider == "cpu"
+    other = build(tmp_path, make_extractor(tmp_path, "fp16"), install=False)
+    for choice, message in {"eff": "expected NAME=PROVIDER", "nope=cpu": "has no extractor 'nope'",
+                            "eff=rocm": "'rocm' is neither a provider", "eff=gone.plan": "no such file",
+                            f"eff={other}": "was built from another graph"}.items():  # fmt: skip
+        with pytest.raises(AbawRtError, match=f"--extractor-backend .*{message}"):
+            choose_backends(spec, [choice])
+
+
 # -- no GPU: one line, before TensorRT is imported ----------------------------------------------------------
 @pytest.fixture
 def built_then_no_gpu(tmp_path, monkeypatch):

@@ -250,23 +250,28 @@ def _engine_path(t, spec_path: Path, where: str, onnx: Path, provider: str | Non
             f"{where}: 'engine' = {rel!r} and 'provider' = {provider!r} conflict: an engine plan runs on TensorRT "
             "itself and 'provider' picks onnxruntime's; keep one"
         )
-    from abaw_rt.artefacts import Kind, check_engine_graph, open_artefact
-
     p = Path(rel).expanduser()
     p = (p if p.is_absolute() else spec_path.parent / p).resolve()
     if not p.is_file():
         raise AbawRtError(f"{where}: engine '{rel}' not found (looked at '{p}')")
+    return check_extractor_engine(p, onnx, _get(t, "batch", int, where, 32), where)
+
+
+def check_extractor_engine(plan: Path, onnx: Path, batch: int, where: str) -> Path:
+    """``plan`` is an extractor engine built from ``onnx`` whose profile takes ``batch``; read without a GPU."""
+    from abaw_rt.artefacts import Kind, check_engine_graph, open_artefact
+
     try:
-        engine = open_artefact(p, Kind.extractor_engine)  # no sidecar, or a fusion model's engine: refused
+        engine = open_artefact(plan, Kind.extractor_engine)  # no sidecar, or a fusion model's engine: refused
     except AbawRtError as exc:
         raise AbawRtError(f"{where}: {exc}") from None
     check_engine_graph(engine, onnx, where)
-    if batch_max(engine) < _get(t, "batch", int, where, 32):
+    if batch_max(engine) < batch:
         raise AbawRtError(
-            f"{where}: batch {_get(t, 'batch', int, where, 32)} is above engine '{rel}''s largest batch "
-            f"{batch_max(engine)}; lower 'batch' or rebuild it with --batch MIN:OPT:MAX covering it"
+            f"{where}: batch {batch} is above engine '{plan.name}''s largest batch {batch_max(engine)}; "
+            "lower 'batch' or rebuild it with --batch MIN:OPT:MAX covering it"
         )
-    return p
+    return plan
 
 
 def batch_max(engine) -> int:
