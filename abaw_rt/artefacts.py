@@ -24,7 +24,8 @@ class Kind(str, Enum):
     checkpoint = "checkpoint"  # .safetensors with an abaw-rt header: the PyTorch reference
     fusion_graph = "fusion-graph"  # .onnx exported by abaw-rt (metadata describe the model)
     onnx = "onnx"  # any other .onnx (detector, extractor): specs from the graph itself
-    engine = "engine"  # .plan / .engine with its JSON sidecar
+    engine = "engine"  # .plan / .engine with its JSON sidecar, built from a fusion graph
+    extractor_engine = "extractor-engine"  # .plan / .engine built from an extractor graph (interface in the sidecar)
 
     @property
     def noun(self) -> str:
@@ -32,12 +33,12 @@ class Kind(str, Enum):
 
 
 _NOUNS = {Kind.checkpoint: "a checkpoint", Kind.fusion_graph: "an exported fusion graph", Kind.onnx: "an ONNX graph",
-          Kind.engine: "an engine plan"}  # fmt: skip
+          Kind.engine: "an engine plan", Kind.extractor_engine: "an extractor engine plan"}  # fmt: skip
 
 
 SUFFIXES = {".safetensors": Kind.checkpoint, ".onnx": Kind.onnx, ".plan": Kind.engine, ".engine": Kind.engine}
 DEFAULT_BACKEND = {Kind.checkpoint: Backend.ort, Kind.fusion_graph: Backend.ort, Kind.onnx: Backend.ort,
-                   Kind.engine: Backend.trt}  # fmt: skip
+                   Kind.engine: Backend.trt, Kind.extractor_engine: Backend.trt}  # fmt: skip
 
 
 def onnx_path_for(checkpoint_path: Path, precision: str, out_dir: Path | None = None) -> Path:
@@ -126,10 +127,12 @@ def _read_checkpoint(path: Path) -> Artefact:
 
 
 def _read_onnx(path: Path) -> Artefact:
+    """A fusion graph carries the header ``abaw-rt export`` writes; any other graph is a plain one, even with
+    other ``abaw_rt.*`` keys (``abaw-rt quantize`` stamps an extractor graph's precision and search record)."""
     from abaw_rt.graphs.metadata import PREFIX, read_metadata_props, info_from_props
 
     props = read_metadata_props(path)
-    if not any(k.startswith(PREFIX) for k in props):
+    if PREFIX + "header" not in props:
         return Artefact(path, Kind.onnx, detail=props)
     info = info_from_props(props, str(path))
     return Artefact(path, Kind.fusion_graph, info.header, info.precision, info.checkpoint_sha256, info)
@@ -139,6 +142,9 @@ def _read_engine(path: Path) -> Artefact:
     from abaw_rt.trt.sidecar import read_sidecar
 
     sidecar = read_sidecar(path)
+    if not sidecar.is_fusion:  # built from an extractor graph: its provenance is that graph's sha256
+        sidecar.io_specs(f"engine sidecar of '{path}'")  # refuses a sidecar that records no interface
+        return Artefact(path, Kind.extractor_engine, None, sidecar.precision, sidecar.onnx_sha256, sidecar)
     header = sidecar.onnx_info(source=f"engine sidecar of '{path}'").header
     return Artefact(path, Kind.engine, header, sidecar.precision, sidecar.checkpoint_sha256, sidecar)
 
@@ -164,6 +170,22 @@ def check_provenance(artefact: Artefact, checkpoint: Artefact) -> None:
     )
 
 
+def check_engine_graph(engine: Artefact, onnx: Path, what: str = "engine") -> None:
+    """An extractor engine must have been built from this very graph (its sidecar records the graph's sha256)."""
+    import dataclasses
+
+    from abaw_rt.io import file_sha256
+
+    digest = file_sha256(onnx)
+    if engine.source_sha256 == digest:
+        return
+    rebuild = dataclasses.replace(engine.detail, onnx_path=str(onnx)).rebuild_command(engine.path)
+    raise AbawRtError(
+        f"{what}: {engine.describe()} was built from another graph (sha256 {(engine.source_sha256 or 'none')[:12]}…, "
+        f"'{onnx}' is {digest[:12]}…); rebuild it: {rebuild}"
+    )
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to run an artefact; every backend takes what applies to it and refuses what cannot apply."""
@@ -175,6 +197,7 @@ class RunOptions:
     provider: str | None = None  # ort: "cpu", "cuda" or "tensorrt" (None: from the device)
     what: str = "ONNX"  # how error messages name a generic graph ("extractor 'fer'")
     spin: bool = False  # ort, generic graphs: idle intra-op threads spin between calls
+    onnx: Path | None = None  # trt: the graph to check the engine against (default: the path its sidecar records)
 
 
 def _provider(opts: RunOptions) -> str:
@@ -229,6 +252,15 @@ def _trt_from_engine(artefact: Artefact, opts: RunOptions) -> Runner:
     return runner
 
 
+def _trt_from_extractor_engine(artefact: Artefact, opts: RunOptions) -> Runner:
+    """An extractor engine: TrtRunner with the interface its sidecar records, checked against ``opts.onnx``."""
+    device = opts.device if opts.device.startswith("cuda") else "cuda"
+    runner = runner_class("trt")(artefact.path, device=device, onnx=opts.onnx, cuda_graphs=opts.cuda_graphs,
+                                 what=opts.what)  # fmt: skip
+    _check_precision(artefact, opts, runner.precision)
+    return runner
+
+
 def _check_precision(artefact: Artefact, opts: RunOptions, runs_at: str) -> None:
     if opts.precision is not None and opts.precision != runs_at:
         raise AbawRtError(f"{artefact.describe()} runs in {runs_at}, but precision {opts.precision} was asked")
@@ -241,6 +273,7 @@ RUNNER_FACTORIES: dict[tuple[Kind, Backend], Callable[[Artefact, RunOptions], Ru
     (Kind.fusion_graph, Backend.ort): _ort_from_graph,
     (Kind.onnx, Backend.ort): _ort_from_onnx,
     (Kind.engine, Backend.trt): _trt_from_engine,
+    (Kind.extractor_engine, Backend.trt): _trt_from_extractor_engine,
 }
 _WHY_NOT = {
     (Kind.checkpoint, Backend.trt): "build an engine first ('abaw-rt export CKPT --to trt' or 'abaw-rt build') "
@@ -250,6 +283,8 @@ _WHY_NOT = {
     (Kind.fusion_graph, Backend.trt): "build an engine from it first ('abaw-rt build GRAPH') and pass the plan",
     (Kind.engine, Backend.ort): "a TensorRT plan runs with --backend trt",
     (Kind.engine, Backend.torch): "a TensorRT plan runs with --backend trt",
+    (Kind.extractor_engine, Backend.ort): "a TensorRT plan runs with --backend trt (onnxruntime runs its graph)",
+    (Kind.extractor_engine, Backend.torch): "a TensorRT plan runs with --backend trt",
 }
 
 
@@ -274,6 +309,22 @@ def open_runner(
     runner = factory(artefact, options)
     runner.artefact = artefact
     return runner
+
+
+def open_extractor_engine(plan: Path | str, onnx: Path | None = None, what: str = "extractor", hint: str = "") -> Runner:
+    """An extractor engine's TrtRunner (not yet active), checked against ``onnx`` (default: the graph its sidecar
+    records). Without a CUDA device it refuses before TensorRT is imported (tensorrt-lean crashes without one).
+
+    Raises:
+        AbawRtError: not an extractor engine (or no sidecar), no CUDA GPU (``hint`` says what to do instead),
+            another TensorRT or GPU, a plan or graph that changed since the build.
+    """
+    from abaw_rt.cuda.gpu import cuda_devices
+
+    engine = open_artefact(plan, Kind.extractor_engine)
+    if not cuda_devices():
+        raise AbawRtError(f"{what}: engine '{plan}' needs a CUDA GPU and this machine has none" + (f"; {hint}" if hint else ""))
+    return open_runner(engine, Backend.trt, RunOptions(device="cuda", onnx=onnx, what=what))
 
 
 def open_graph(path: Path | str, provider: str = "cpu", threads: int | None = None, what: str = "ONNX",

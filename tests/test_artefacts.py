@@ -58,7 +58,7 @@ def test_registry_picks_the_runner_of_each_kind_and_backend(tiny_ckpt_path, expo
     assert fp16.describe()["backend"] == "ort" and fp16.describe()["artefact"] == str(exported["fp16"].path)
     assert set(RUNNER_FACTORIES) == {
         (Kind.checkpoint, "torch"), (Kind.checkpoint, "ort"), (Kind.fusion_graph, "ort"), (Kind.onnx, "ort"),
-        (Kind.engine, "trt"),
+        (Kind.engine, "trt"), (Kind.extractor_engine, "trt"),
     }  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from abaw_rt.artefacts import open_graph
+from abaw_rt.artefacts import open_extractor_engine, open_graph
 from abaw_rt.bench.measure import Timing, time_calls
 from abaw_rt.feeds import extractor_feeds
 from abaw_rt.graphs.flops import graph_flops
@@ -44,6 +44,34 @@ def ort_matmul_rate(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
             calls += 1
         best = max(best, 2 * n**3 * calls / (time.perf_counter() - start) / 1e9)
     return best
+
+
+def _rows(run, batches: Sequence[int], min_seconds: float) -> list[dict]:
+    """p50 latency, ms per item and items per second of an active extractor runner at each batch."""
+    rows = []
+    for b in batches:
+        feeds = run.example_feeds(b, 1) if run.name == "trt" else extractor_feeds(run.input_specs, b, 0)
+
+        def call() -> float:
+            run.infer(feeds)
+            return run.last_inference_time
+
+        t = Timing.of(time_calls(call, warmup=1, min_iters=2, min_seconds=min_seconds, max_seconds=4 * min_seconds))
+        rows.append({"batch": b, **t.to_dict(), "ms_per_item": t.p50_ms / b, "items_per_s": 1e3 * b / t.p50_ms})
+    return rows
+
+
+def bench_extractor_engine(plan: Path, batches: Sequence[int] | None = None, min_seconds: float = 1.0) -> dict:
+    """Latency and throughput of one extractor engine (TensorRT) per batch (default: 1, 4, 16, 32 inside its
+    profile); JSON-able. AbawRtError without a CUDA GPU, before TensorRT is touched."""
+    runner = open_extractor_engine(plan, what="extractor", hint="bench its graph instead (abaw-rt bench GRAPH.onnx)")
+    top = max(p.batch.max for p in runner.profiles)
+    batches = tuple(batches or [b for b in (1, 4, 16, 32) if b <= top] or [top])
+    with runner as run:
+        rows = _rows(run, batches, min_seconds)
+    best = min(rows, key=lambda r: r["ms_per_item"])
+    return {"engine": str(plan), "precision": runner.precision, "backend": "trt", "gpu": runner.gpu.name,
+            "profile_batch": runner.profiles[0].batch.as_list(), "rows": rows, "best": best}  # fmt: skip
 
 
 def bench_extractor(graph: Path, batches: Sequence[int] = (1, 4, 16, 32), threads: int = 1, provider: str = "cpu",

@@ -106,6 +106,10 @@ def bench(
             from abaw_rt.cli.zoo_cmds import bench_extractor_cmd
 
             return bench_extractor_cmd(source, batch, threads, min_seconds, as_json)
+    elif source.suffix.lower() in (".plan", ".engine") and _is_extractor_engine(source):
+        from abaw_rt.cli.zoo_cmds import bench_extractor_engine_cmd
+
+        return bench_extractor_engine_cmd(source, batch, min_seconds, as_json)
     if fail_above_ratio is not None and baseline is None:
         raise AbawRtError("--fail-above-ratio needs --baseline FILE (or --compare A B)")
     report, path = _sweep(
@@ -113,6 +117,13 @@ def bench(
         out_dir, name,
     )
     _after_sweep(report, path, baseline, fail_above_ratio, as_json)
+
+
+def _is_extractor_engine(plan: Path) -> bool:
+    """Built from an extractor graph (its sidecar says so), not from a fusion graph."""
+    from abaw_rt.artefacts import Kind, open_artefact
+
+    return open_artefact(plan).kind is Kind.extractor_engine
 
 
 def _compare_files(files: tuple[Path, Path], fail_above_ratio: float | None) -> None:

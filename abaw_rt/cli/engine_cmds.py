@@ -32,6 +32,20 @@ ProfileOpt = Annotated[
         help="Optimisation profile NAME:BMIN,BOPT,BMAX:TMIN,TOPT,TMAX (batch, time); repeat. Overrides the recipe's.",
     ),
 ]
+BatchOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--batch", metavar="MIN:OPT:MAX",
+        help="Extractor graphs: the batch axis's profile (default: the recipe's extractor_batch, else 1:16:32).",
+    ),
+]  # fmt: skip
+ShapeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--shape", metavar="NAME:D1,D2,..",
+        help="Extractor graphs: fix a dynamic input's sizes after the batch axis (e.g. input_values:16000); repeat.",
+    ),
+]  # fmt: skip
 TritonOpt = Annotated[
     Optional[Path],
     typer.Option("--triton", metavar="REPO", help="Also write a Triton model repository (REPO/<model>/config.pbtxt)."),
@@ -76,11 +90,14 @@ def build_config(
     out_path: Path | None = None,
     device: int = 0,
     verbose: bool = False,
+    batch: str | None = None,
+    shapes: list[str] | None = None,
 ):
     """A BuildConfig from CLI options: a recipe's values, overridden by explicit options."""
     from abaw_rt.engines.builder import DEFAULT_TIMING_CACHE, BuildConfig
+    from abaw_rt.engines.extractor_graph import parse_shape
     from abaw_rt.engines.recipes import load_engine_recipe
-    from abaw_rt.trt.profiles import ProfileSpec
+    from abaw_rt.trt.profiles import AxisRange, ProfileSpec
 
     kw = dict(
         precision=precision,
@@ -88,7 +105,12 @@ def build_config(
         out=out_path,
         device=device,
         verbose=verbose,
+        input_shapes=tuple(parse_shape(s) for s in shapes or ()),
     )
+    if batch is not None:
+        if batch.count(":") != 2:
+            raise AbawRtError(f"--batch {batch!r}: expected MIN:OPT:MAX, e.g. 1:16:32")
+        kw.update(batch=AxisRange.parse(batch.replace(":", ","), "--batch"))
     if profile:
         kw.update(profiles=tuple(ProfileSpec.parse(p) for p in profile))
     if workspace_mib is not None:
@@ -114,7 +136,8 @@ def print_engines(plans: list[Path], as_json: bool) -> None:
     for col in ("engine", "TensorRT", "GPU", "precision", "profiles (batch x time)"):
         table.add_column(col, overflow="fold")
     for p, s in cars:
-        profiles = "\n".join(f"{q.name}: {q.batch.min}..{q.batch.max} x {q.time.min}..{q.time.max}" for q in s.profiles)
+        profiles = "\n".join(f"{q.name}: {q.batch.min}..{q.batch.max}" + (f" x {q.time.min}..{q.time.max}" if s.is_fusion
+                              else f" (opt {q.batch.opt}), other axes fixed") for q in s.profiles)  # fmt: skip
         typed = "strongly typed" if s.strongly_typed else "fp16 flag" if s.build_flags.get("fp16_flag") else "fp32"
         table.add_row(
             str(p),
@@ -129,9 +152,13 @@ def print_engines(plans: list[Path], as_json: bool) -> None:
 @app.command("build")
 @user_errors
 def build_cmd(
-    onnx: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Graph written by 'abaw-rt export'.")],
+    onnx: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="Graph written by 'abaw-rt export', or an extractor graph.")
+    ],
     recipe: RecipeOpt = None,
     profile: ProfileOpt = None,
+    batch: BatchOpt = None,
+    shape: ShapeOpt = None,
     precision: Annotated[
         Optional[Precision], typer.Option("--precision", "-p", help="Engine precision (default: the graph's).")
     ] = None,
@@ -155,7 +182,8 @@ def build_cmd(
     triton_max_batch: TritonBatchOpt = 8,
     triton_instances: TritonInstancesOpt = 1,
 ) -> None:
-    """Build a TensorRT engine (plan + JSON sidecar) from an exported ONNX graph. Needs an NVIDIA GPU."""
+    """Build a TensorRT engine (plan + JSON sidecar) from an exported ONNX graph or an extractor graph
+    (--batch MIN:OPT:MAX: the batch axis's profile, every other axis fixed). Needs an NVIDIA GPU."""
     from abaw_rt.engines.builder import build_engine
 
     if no_timing_cache and timing_cache is not None:
@@ -171,6 +199,8 @@ def build_cmd(
         out_path,
         device,
         verbose,
+        batch,
+        shape,
     )
     if no_timing_cache:
         import dataclasses

@@ -14,6 +14,7 @@ from abaw_rt.cli.options import (
     DetectEveryOpt,
     DetectorOpt,
     DeviceOpt,
+    ExtractorBackendOpt,
     ExtractorsOpt,
     FaceOpt,
     Inputs,
@@ -125,6 +126,7 @@ def infer(
         Path, typer.Option("--out", file_okay=False, help="Output folder (one subfolder per video).")
     ] = Path("abaw_rt_out"),
     extractors: ExtractorsOpt = None,
+    extractor_backend: ExtractorBackendOpt = None,
     detector: DetectorOpt = None,
     detect_every: DetectEveryOpt = 5,
     face: FaceOpt = FaceChoice.largest,
@@ -162,7 +164,8 @@ def infer(
         window=window, stride=stride, merge=merge, segment_batch=batch, detect_every=detect_every, face=face,
         decode_threads=decode_threads, infer_threads=threads, device=resolve_device(device.value), plot=plot,
     )  # fmt: skip
-    job = VideoJob(out_dir, config, fusion, extractors, detector, tuple(t.value for t in tasks) if tasks else None)
+    job = VideoJob(out_dir, config, fusion, extractors, detector, tuple(t.value for t in tasks) if tasks else None,
+                   tuple(extractor_backend or ()))  # fmt: skip
     reports, load_s, ray_run = _run_job(job, videos, scale, as_json)
     if as_json:
         out.print_json(data={"model_load_s": load_s, "videos": reports, **({"ray": ray_run} if ray_run else {})})
@@ -179,6 +182,7 @@ def extract(
         Path, typer.Option("--out", file_okay=False, help="Feature store folder (created or added to).")
     ] = Path("features"),
     extractors: ExtractorsOpt = None,
+    extractor_backend: ExtractorBackendOpt = None,
     detector: DetectorOpt = None,
     detect_every: DetectEveryOpt = 5,
     face: FaceOpt = FaceChoice.largest,
@@ -208,7 +212,7 @@ def extract(
         infer_threads=threads,
         device=resolve_device(device.value),
     )
-    job = VideoJob(out_dir, config, None, extractors, detector)
+    job = VideoJob(out_dir, config, None, extractors, detector, extractor_backends=tuple(extractor_backend or ()))
     reports, load_s, ray_run = _run_job(job, inputs, scale, as_json)
     if as_json:
         out.print_json(data={"store": str(out_dir), "model_load_s": load_s, "videos": reports,

@@ -181,13 +181,14 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check ONNX graphs and TensorRT engines against the torch reference: error and task drift. Exits 1 on failure.
-    With an extractor graph as CHECKPOINT: its candidates (--onnx) against it, per output and by cosine similarity."""
+    With an extractor graph as CHECKPOINT: its candidate graphs (--onnx) and engines (--engine, needs a GPU) against
+    it, per output and by cosine similarity."""
     import dataclasses
 
     if checkpoint.suffix.lower() == ".onnx":
         from abaw_rt.cli.zoo_cmds import verify_extractor_cmd
 
-        return verify_extractor_cmd(checkpoint, onnx, batch, provider, seed, as_json)
+        return verify_extractor_cmd(checkpoint, onnx, batch, provider, seed, as_json, engine)
 
     from abaw_rt.artefacts import Kind, RunOptions, onnx_path_for, open_artefact, open_runner
     from abaw_rt.trt.profiles import fits_any
@@ -299,7 +300,7 @@ def info(
 
     a = open_artefact(artefact)
     kind = a.kind.noun.split(" ", 1)[1]  # "checkpoint", "exported fusion graph", ...
-    if a.kind is Kind.engine:
+    if a.kind in (Kind.engine, Kind.extractor_engine):
         data = a.detail.to_dict()
     elif a.kind is Kind.fusion_graph:
         i = a.detail

@@ -32,6 +32,14 @@ ExtractorsOpt = Annotated[
     Optional[Path],
     typer.Option("--extractors", dir_okay=False, help="Extractor spec (TOML): the ONNX feature extractors to use."),
 ]
+ExtractorBackendOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--extractor-backend", metavar="NAME=BACKEND",
+        help="Run one extractor on an onnxruntime provider (cpu, cuda, tensorrt) or a TensorRT plan built from its "
+        "graph (NAME=eff.plan; needs a GPU), instead of the spec's provider/engine; repeat.",
+    ),
+]  # fmt: skip
 DetectorOpt = Annotated[
     Optional[Path],
     typer.Option(

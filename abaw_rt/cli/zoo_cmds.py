@@ -112,13 +112,14 @@ def drift_cmd(
     out.print_json(json.dumps(downstream_drift(reference, candidate, checkpoint, feature, frames, output)))
 
 
-def verify_extractor_cmd(reference: Path, graphs, batches, provider: str, seed: int, as_json: bool) -> None:
-    """``abaw-rt verify REF.onnx --onnx CAND.onnx``: extractor parity (exit 1 on failure)."""
+def verify_extractor_cmd(reference: Path, graphs, batches, provider: str, seed: int, as_json: bool,
+                         engines=None) -> None:  # fmt: skip
+    """``abaw-rt verify REF.onnx --onnx CAND.onnx --engine CAND.plan``: extractor parity (exit 1 on failure)."""
     from abaw_rt.zoo.deploy import verify_extractor
 
-    if not graphs:
-        raise AbawRtError(f"extractor graph '{reference}': pass the candidate graph(s) with --onnx")
-    report = verify_extractor(reference, graphs, tuple(batches or (1, 4, 16)), seed, provider)
+    if not graphs and not engines:
+        raise AbawRtError(f"extractor graph '{reference}': pass the candidate graph(s) with --onnx or engine(s) with --engine")
+    report = verify_extractor(reference, graphs or (), tuple(batches or (1, 4, 16)), seed, provider, engines=engines or ())
     if as_json:
         import json
 
@@ -133,6 +134,22 @@ def verify_extractor_cmd(reference: Path, graphs, batches, provider: str, seed: 
         out.print(t)
     if not report["passed"]:
         raise typer.Exit(1)
+
+
+def bench_extractor_engine_cmd(plan: Path, batches, min_seconds: float, as_json: bool) -> None:
+    """``abaw-rt bench EXTRACTOR.plan``: an extractor engine's latency/throughput against batch (needs a GPU)."""
+    import json
+
+    from abaw_rt.bench.extractor_bench import bench_extractor_engine
+
+    result = bench_extractor_engine(plan, tuple(batches or ()), min_seconds=min_seconds)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    t = Table("batch", "p50 ms", "ms / item", "items / s", title=f"{plan.name} ({result['precision']}, {result['gpu']})")
+    for r in result["rows"]:
+        t.add_row(str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['ms_per_item']:.3f}", f"{r['items_per_s']:.1f}")
+    out.print(t)
 
 
 def bench_extractor_cmd(graph: Path, batches, threads: int | None, min_seconds: float, as_json: bool) -> None:

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Mapping
 
 from abaw_rt import __version__
+from abaw_rt.engines.extractor_graph import extractor_build_interface, qdq_node_count
 from abaw_rt.engines.recipes import EngineRecipe, default_timing_cache
 from abaw_rt.errors import AbawRtError
 from abaw_rt.trt.compat import TrtVersion, import_tensorrt, make_logger
-from abaw_rt.trt.profiles import ProfileSpec, default_profiles, validate_profiles
+from abaw_rt.trt.profiles import AxisRange, ProfileSpec, default_profiles, validate_profiles
 
 ENGINES_DIR = Path("engines")
 DEFAULT_TIMING_CACHE = default_timing_cache()  # ~/.cache/abaw-rt/timing.cache: the same from any folder
@@ -45,6 +46,10 @@ class BuildConfig:
     recipe: str | None = None  # name of the recipe the profiles came from (recorded for the rebuild command)
     device: int = 0  # CUDA device to build on (the engine is tuned for it)
     verbose: bool = False  # TensorRT's verbose log
+    # Extractor graphs (no abaw-rt header): one profile over the batch axis, every other axis fixed.
+    batch: AxisRange | None = None  # --batch; None: the recipe's extractor_batch, else 1:16:32
+    recipe_batch: AxisRange | None = None  # the recipe's extractor_batch (recipes are written for both kinds)
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # --shape: sizes after the batch axis, per input
 
     @classmethod
     def from_recipe(cls, recipe: EngineRecipe, /, **overrides) -> "BuildConfig":
@@ -53,6 +58,7 @@ class BuildConfig:
             workspace_mib=recipe.workspace_mib,
             optimization_level=recipe.optimization_level,
             recipe=recipe.name,
+            recipe_batch=recipe.extractor_batch,
         )
         base.update(overrides)
         return cls(**base)
@@ -70,30 +76,40 @@ class BuildPlan:
     kept_fp32: tuple[str, ...] = ()  # node names ``abaw-rt quantize`` kept high (constrained by layer name on 10)
 
 
-def plan_build(onnx_precision: str, precision: str, version: TrtVersion, quant: Mapping | None = None) -> BuildPlan:
+# How to make the graph an engine of each precision needs, per kind of graph (fusion: export; extractor: zoo fp16).
+_MAKE_GRAPH = {
+    False: {"fp16": "abaw-rt export CHECKPOINT -p fp16, then abaw-rt build CHECKPOINT_STEM.fp16.onnx",
+            "fp32": "abaw-rt export CHECKPOINT -p fp32, then abaw-rt build CHECKPOINT_STEM.fp32.onnx"},
+    True: {"fp16": "abaw-rt zoo fp16 GRAPH, then abaw-rt build GRAPH_STEM.fp16.onnx",
+           "fp32": "build the fp32 graph the fp16 copy was made from"},
+}  # fmt: skip
+
+
+def plan_build(onnx_precision: str, precision: str, version: TrtVersion, quant: Mapping | None = None,
+               qdq_nodes: int | None = None, extractor: bool = False) -> BuildPlan:  # fmt: skip
     """Decide how to build; pure logic, no TensorRT needed.
 
     Args:
         quant: the graph's ``abaw-rt quantize`` record (``read_quant_record``; None for other graphs).
+        qdq_nodes: QuantizeLinear/DequantizeLinear nodes in the graph (None: not counted); an int8 graph needs them.
+        extractor: an extractor graph (the hints name ``abaw-rt zoo fp16`` instead of ``abaw-rt export``).
 
     Raises:
         AbawRtError: a combination the TensorRT version cannot build, with the command to use instead.
     """
     kept = tuple((quant or {}).get("kept_high", ()))
+    how = _MAKE_GRAPH[extractor]
     if "int8" in (onnx_precision, precision):
-        return _plan_int8(onnx_precision, precision, version, kept)
+        return _plan_int8(onnx_precision, precision, version, kept, qdq_nodes)
     if precision not in ("fp16", "fp32") or onnx_precision not in ("fp16", "fp32"):
         raise AbawRtError(f"precision {precision!r} from a {onnx_precision!r} graph: expected fp16, fp32 or int8")
     if precision == "fp32" and onnx_precision == "fp16":
-        raise AbawRtError(
-            "an fp32 engine needs the fp32 graph (this one computes in fp16): "
-            "abaw-rt export CHECKPOINT -p fp32, then abaw-rt build CHECKPOINT_STEM.fp32.onnx"
-        )
+        raise AbawRtError(f"an fp32 engine needs the fp32 graph (this one computes in fp16): {how['fp32']}")
     if precision == "fp16" and onnx_precision == "fp32":
         if version.strongly_typed_only:
             raise AbawRtError(
                 f"TensorRT {version} builds strongly typed networks only, so an fp16 engine needs the fp16 graph: "
-                "abaw-rt export CHECKPOINT -p fp16, then abaw-rt build CHECKPOINT_STEM.fp16.onnx"
+                + how["fp16"]
             )
         return BuildPlan("fp16", strongly_typed=False, fp16_flag=True, constrain_fp32=True)
     if precision == "fp16" and quant and quant.get("mode") == "fp16" and not version.strongly_typed_only:
@@ -104,7 +120,8 @@ def plan_build(onnx_precision: str, precision: str, version: TrtVersion, quant: 
     return BuildPlan("fp32", strongly_typed=False, fp16_flag=False, constrain_fp32=False)
 
 
-def _plan_int8(onnx_precision: str, precision: str, version: TrtVersion, kept: tuple[str, ...]) -> BuildPlan:
+def _plan_int8(onnx_precision: str, precision: str, version: TrtVersion, kept: tuple[str, ...],
+               qdq_nodes: int | None) -> BuildPlan:  # fmt: skip
     if onnx_precision != "int8":
         raise AbawRtError(
             f"an int8 engine needs an int8 QDQ graph (this one is {onnx_precision}): "
@@ -112,6 +129,11 @@ def _plan_int8(onnx_precision: str, precision: str, version: TrtVersion, kept: t
         )
     if precision != "int8":
         raise AbawRtError(f"an int8 QDQ graph builds an int8 engine (explicit quantisation), not {precision}")
+    if qdq_nodes == 0:
+        raise AbawRtError(
+            "the graph is stamped int8 but has no QuantizeLinear/DequantizeLinear nodes, so TensorRT has nothing to "
+            "quantise explicitly (and no calibrator): make it with abaw-rt quantize GRAPH --calib DATA -p int8"
+        )
     if version.strongly_typed_only:
         return BuildPlan("int8", strongly_typed=True, fp16_flag=False, constrain_fp32=False, kept_fp32=kept)
     return BuildPlan("int8", strongly_typed=False, fp16_flag=True, constrain_fp32=True, int8_flag=True, kept_fp32=kept)
@@ -123,11 +145,14 @@ def default_engine_path(onnx: Path, gpu_slug: str) -> Path:
 
 
 def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
-    """Build a TensorRT engine from an ``abaw-rt export`` or ``abaw-rt quantize`` graph; writes the plan and its sidecar.
+    """Build a TensorRT engine from an ``abaw-rt export`` / ``abaw-rt quantize`` graph or an extractor graph;
+    writes the plan and its sidecar.
 
     Args:
-        onnx: the ``.onnx`` graph (its abaw-rt metadata gives the input specs the profiles are made from).
-        cfg: profiles, precision, workspace, optimisation level, timing cache, output path.
+        onnx: the ``.onnx`` graph. A fusion graph (its metadata carry the abaw-rt header) gives the input specs
+            the profiles are made from; any other graph is an extractor: one profile over its batch axis
+            (``cfg.batch``), every other axis fixed (``extractor_graph``).
+        cfg: profiles (or the extractor batch range), precision, workspace, optimisation level, timing cache, out.
 
     Returns:
         The plan's path (its sidecar is ``<plan stem>.json``).
@@ -138,9 +163,12 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
     """
     onnx = Path(onnx)
     info, profiles, quant = read_graph(onnx, cfg)
+    extractor = info.header is None
     trt, version, gpu = import_tensorrt(cfg.device)  # checks for a CUDA device before touching TensorRT
-    plan = plan_build(info.precision, cfg.precision or info.precision, version, quant)
-    check_graph_for_plan(onnx, plan)
+    precision = cfg.precision or info.precision
+    qdq = qdq_node_count(onnx) if "int8" in (info.precision, precision) else None
+    plan = plan_build(info.precision, precision, version, quant, qdq, extractor)
+    check_graph_for_plan(onnx, plan, extractor)
     out = output_path(onnx, cfg, gpu.slug)
     trt_logger = make_logger(trt, cfg.verbose)
     trt_builder = trt.Builder(trt_logger)
@@ -156,30 +184,47 @@ def build_engine(onnx: Path, cfg: BuildConfig = BuildConfig()) -> Path:
              "fp16_flag": plan.fp16_flag, "int8_flag": plan.int8_flag, **constraints, "tf32": False,
              "timing_cache": str(cache_path) if cache_path is not None else None, "onnx_precision": info.precision,
              "kept_high": list(plan.kept_fp32), "quant_mode": (quant or {}).get("mode")}  # fmt: skip
+    if extractor:
+        flags.update(extractor_batch=profiles[0].batch.as_list(), qdq_nodes=qdq,
+                     input_shapes={k: list(v) for k, v in info.input_shapes.items()})  # fmt: skip
     sidecar = make_sidecar(onnx, info, plan, profiles, data, version, gpu, flags)
     return write_engine(out, data, sidecar)
 
 
 # -- the steps --------------------------------------------------------------------------------------------
 def read_graph(onnx: Path, cfg: BuildConfig):
-    """The graph's abaw-rt metadata, its profiles (validated against its window) and quantize record."""
-    from abaw_rt.graphs.metadata import read_onnx_info, read_quant_record
+    """(interface, profiles, quantize record): a fusion graph's metadata and profiles (validated against its
+    window), or an extractor graph's interface and its one batch profile. Decided by the graph's own metadata."""
+    from abaw_rt.graphs.metadata import PREFIX, read_metadata_props, read_onnx_info, read_quant_record
     from abaw_rt.graphs.safety import check_external_data
 
-    info = read_onnx_info(onnx)
     check_external_data(onnx)
+    quant = read_quant_record(onnx)
+    if PREFIX + "header" not in read_metadata_props(onnx):
+        return extractor_build_interface(onnx, cfg, quant)
+    if cfg.batch is not None or cfg.input_shapes:
+        raise AbawRtError(
+            f"ONNX '{onnx}' is a fusion graph (abaw-rt export): its profiles give batch and time (--profile or "
+            "--recipe); --batch and --shape are for extractor graphs"
+        )
+    info = read_onnx_info(onnx)
     profiles = validate_profiles(cfg.profiles or default_profiles(info.header.window), info.header.window)
     for p in profiles:
         p.shapes(info.inputs)  # every symbolic axis has a range
-    return info, profiles, read_quant_record(onnx)
+    return info, profiles, quant
 
 
-def check_graph_for_plan(onnx: Path, plan: BuildPlan) -> None:
+def check_graph_for_plan(onnx: Path, plan: BuildPlan, extractor: bool = False) -> None:
     """A strongly typed FP16 build needs a graph that computes in FP16 with LayerNorm/softmax in FP32."""
     if plan.strongly_typed and plan.precision == "fp16":
         from abaw_rt.graphs.precision import check_fp16_graph
 
-        check_fp16_graph(onnx)
+        try:
+            check_fp16_graph(onnx)
+        except AbawRtError as exc:
+            if not extractor:
+                raise
+            raise AbawRtError(f"{str(exc).split('; ')[0]}; make the fp16 graph with 'abaw-rt zoo fp16 {onnx}'") from None
 
 
 def output_path(onnx: Path, cfg: BuildConfig, gpu_slug: str) -> Path:
@@ -201,9 +246,8 @@ def parse_network(trt, trt_builder, trt_logger, onnx: Path, info, version: TrtVe
         raise AbawRtError(f"ONNX '{onnx}': TensorRT {version} cannot parse it ({'; '.join(errors[:3]) or 'no detail'})")
     names = [trt_network.get_input(i).name for i in range(trt_network.num_inputs)]
     if sorted(names) != sorted(s.name for s in info.inputs):
-        raise AbawRtError(
-            f"ONNX '{onnx}': TensorRT sees inputs {names}, the metadata declares {[s.name for s in info.inputs]}"
-        )
+        declared = "the metadata declares" if info.header is not None else "the graph declares"
+        raise AbawRtError(f"ONNX '{onnx}': TensorRT sees inputs {names}, {declared} {[s.name for s in info.inputs]}")
     return trt_network, trt_parser
 
 
@@ -287,6 +331,8 @@ def make_sidecar(onnx: Path, info, plan: BuildPlan, profiles, data: bytes, versi
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         onnx_metadata={k: v for k, v in props.items() if k.startswith(PREFIX)},
         build_flags=flags,
+        inputs=info.inputs if info.header is None else (),  # an extractor's interface (the fusion's is in metadata)
+        outputs=info.outputs if info.header is None else (),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from abaw_rt.errors import AbawRtError
-from abaw_rt.trt.profiles import ProfileSpec
+from abaw_rt.trt.profiles import AxisRange, ProfileSpec
 
 RECIPE_FORMAT = "abaw-rt-engine-recipe"
 RECIPES_DIR = Path("engines") / "recipes"
@@ -30,6 +30,7 @@ class EngineRecipe:
     workspace_mib: int | None = None  # builder workspace limit; None: TensorRT's default (device memory)
     optimization_level: int = 3  # builder optimisation level 0..5 (TensorRT's default is 3)
     gpus: tuple[str, ...] = ()  # GPU names the recipe is meant for (informational, shown in the sidecar)
+    extractor_batch: AxisRange | None = None  # extractor graphs: the batch axis's profile when --batch is absent
 
     def to_dict(self) -> dict:
         return {
@@ -40,6 +41,7 @@ class EngineRecipe:
             "workspace_mib": self.workspace_mib,
             "optimization_level": self.optimization_level,
             "profiles": [p.to_dict() for p in self.profiles],
+            **({"extractor_batch": self.extractor_batch.as_list()} if self.extractor_batch else {}),
         }
 
     @classmethod
@@ -63,7 +65,21 @@ class EngineRecipe:
             workspace_mib=workspace,
             optimization_level=level,
             gpus=tuple(str(g) for g in d.get("gpus", ())),
+            extractor_batch=_extractor_batch(d.get("extractor_batch"), source),
         )
+
+
+def _extractor_batch(value, source: str) -> AxisRange | None:
+    """``[min, opt, max]`` or ``{"min": .., "opt": .., "max": ..}``; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if set(value) != {"min", "opt", "max"}:
+            raise AbawRtError(f"recipe '{source}': extractor_batch {dict(value)!r}, expected min, opt and max")
+        value = [value["min"], value["opt"], value["max"]]
+    if not isinstance(value, list) or len(value) != 3:
+        raise AbawRtError(f"recipe '{source}': extractor_batch {value!r}, expected [min, opt, max]")
+    return AxisRange.parse(value, f"recipe '{source}' extractor_batch")
 
 
 def recipe_dirs() -> list:

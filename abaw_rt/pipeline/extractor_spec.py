@@ -1,7 +1,10 @@
 """Pipeline layer, stages 2-3 configuration: the TOML spec that describes user-supplied ONNX extractors and detector.
 
-One file holds any number of ``[[extractor]]`` tables and at most one ``[detector]`` table; ONNX paths
-are relative to the spec file. Unknown keys are refused (a typo must not silently fall back to a
+One file holds any number of ``[[extractor]]`` tables and at most one ``[detector]`` table; ONNX and engine
+paths are relative to the spec file. Each extractor runs its ``onnx`` graph on onnxruntime (``provider``: cpu,
+cuda or tensorrt; default from --device), or, with ``engine``, a TensorRT plan built from that graph
+(``abaw-rt build GRAPH --batch MIN:OPT:MAX``): the sidecar must record the graph's sha256, and the two keys
+are exclusive. Unknown keys are refused (a typo must not silently fall back to a
 default). The README shows a complete example for the paper's extractors.
 """
 
@@ -90,6 +93,7 @@ class ExtractorSpec:
     hop: int = 640  # audio: samples between windows (640 = 40 ms = 25 features/s)
     stretch: Stretch = Stretch.nearest  # audio: how window features map onto video frames (by time)
     provider: str | None = None  # onnxruntime provider for this graph (cpu, cuda, tensorrt); None: --device's
+    engine: Path | None = None  # a TensorRT plan built from ``onnx``, run instead of onnxruntime (needs a GPU)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class PipelineSpec:
 
 # -- parsing ------------------------------------------------------------------------------------------
 _IMAGE_KEYS = {"input_size", "colour", "layout", "scale", "mean", "std"}
-_COMMON = {"name", "modality", "onnx", "dim", "input", "output", "batch", "provider"}
+_COMMON = {"name", "modality", "onnx", "dim", "input", "output", "batch", "provider", "engine"}
 _VISUAL = _COMMON | _IMAGE_KEYS | {"crop", "margin"}
 _AUDIO = _COMMON | {"window", "hop", "stretch"}
 _DETECTOR = _IMAGE_KEYS | {"onnx", "input", "boxes_output", "landmarks_output", "score_threshold", "nms_iou", "decoder"}
@@ -235,6 +239,46 @@ def _onnx_path(t, spec_path: Path, where: str) -> Path:
     return p.resolve()
 
 
+def _engine_path(t, spec_path: Path, where: str, onnx: Path, provider: str | None) -> Path | None:
+    """The extractor's engine plan: beside the spec, an extractor engine, built from ``onnx`` (sha256 in its sidecar).
+    Read without a GPU (the sidecar only); whether one exists is checked when the extractor is opened."""
+    rel = _get(t, "engine", str, where)
+    if not rel:
+        return None
+    if provider is not None:
+        raise AbawRtError(
+            f"{where}: 'engine' = {rel!r} and 'provider' = {provider!r} conflict: an engine plan runs on TensorRT "
+            "itself and 'provider' picks onnxruntime's; keep one"
+        )
+    p = Path(rel).expanduser()
+    p = (p if p.is_absolute() else spec_path.parent / p).resolve()
+    if not p.is_file():
+        raise AbawRtError(f"{where}: engine '{rel}' not found (looked at '{p}')")
+    return check_extractor_engine(p, onnx, _get(t, "batch", int, where, 32), where)
+
+
+def check_extractor_engine(plan: Path, onnx: Path, batch: int, where: str) -> Path:
+    """``plan`` is an extractor engine built from ``onnx`` whose profile takes ``batch``; read without a GPU."""
+    from abaw_rt.artefacts import Kind, check_engine_graph, open_artefact
+
+    try:
+        engine = open_artefact(plan, Kind.extractor_engine)  # no sidecar, or a fusion model's engine: refused
+    except AbawRtError as exc:
+        raise AbawRtError(f"{where}: {exc}") from None
+    check_engine_graph(engine, onnx, where)
+    if batch_max(engine) < batch:
+        raise AbawRtError(
+            f"{where}: batch {batch} is above engine '{plan.name}''s largest batch {batch_max(engine)}; "
+            "lower 'batch' or rebuild it with --batch MIN:OPT:MAX covering it"
+        )
+    return plan
+
+
+def batch_max(engine) -> int:
+    """The largest batch an extractor engine's profiles accept."""
+    return max(p.batch.max for p in engine.detail.profiles)
+
+
 def _image(t, where: str, default_scale: float) -> ImageInput:
     size = t.get("input_size")
     if size is not None:
@@ -292,15 +336,17 @@ def _extractor(t, spec_path: Path, i: int) -> ExtractorSpec:
     provider = _get(t, "provider", str, where) or None
     if provider is not None and provider not in PROVIDERS:
         raise AbawRtError(f"{where}: provider {provider!r}, expected one of {sorted(PROVIDERS)}")
+    onnx = _onnx_path(t, spec_path, where)
     common = dict(
         name=name,
         modality=modality,
-        onnx=_onnx_path(t, spec_path, where),
+        onnx=onnx,
         dim=dim,
         input=_get(t, "input", str, where) or None,
         output=_get(t, "output", str, where) or None,
         batch=batch,
         provider=provider,
+        engine=_engine_path(t, spec_path, where, onnx, provider),
     )
     if modality == "visual":
         image = _image(t, where, 1.0 / 255.0)

@@ -1,6 +1,7 @@
 """Pipeline layer, stage 3: feature extractors: batched ONNX graphs turning face crops or audio windows into vectors.
 
-Each extractor runs through the Runner API (``abaw_rt.artefacts.open_graph``). Visual extractors take crops
+Each extractor runs through the Runner API: its ONNX graph on onnxruntime (``abaw_rt.artefacts.open_graph``), or
+the TensorRT plan the spec's ``engine`` names (``open_runner`` on an extractor engine: needs a CUDA GPU). Visual extractors take crops
 of their own input size; audio extractors take windows of the 16 kHz waveform laid on the video's timeline, and
 their features are stretched to the frames by time (nearest as the authors did, or linear).
 """
@@ -8,14 +9,14 @@ their features are stretched to the frames by time (nearest as the authors did, 
 from __future__ import annotations
 
 import time as _time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from abaw_rt.artefacts import open_graph
+from abaw_rt.artefacts import open_extractor_engine, open_graph
 from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.decode import AUDIO_RATE, AudioTrack
-from abaw_rt.pipeline.extractor_spec import ExtractorSpec, ImageInput, Stretch
+from abaw_rt.pipeline.extractor_spec import ExtractorSpec, ImageInput, PipelineSpec, Stretch, check_extractor_engine
 
 
 class FeatureExtractor:
@@ -24,12 +25,18 @@ class FeatureExtractor:
     Args:
         spec: what the graph is and how to feed it.
         provider, threads: passed to the graph's runner (``abaw_rt.artefacts.open_graph``); the spec's own
-            ``provider``, when set, wins over ``provider`` (the pipeline's, from --device).
+            ``provider``, when set, wins over ``provider`` (the pipeline's, from --device). With the spec's
+            ``engine`` neither applies: the plan runs on TensorRT (``TrtRunner``), on CUDA device 0.
     """
 
     def __init__(self, spec: ExtractorSpec, provider: str = "cpu", threads: int | None = None):
         self.spec = spec
-        self.runner = open_graph(spec.onnx, spec.provider or provider, threads, what=f"extractor '{spec.name}'")
+        what = f"extractor '{spec.name}'"
+        if spec.engine is not None:
+            hint = f"remove 'engine' from the spec to run '{spec.onnx}' on onnxruntime"
+            self.runner = open_extractor_engine(spec.engine, spec.onnx, what, hint)
+        else:
+            self.runner = open_graph(spec.onnx, spec.provider or provider, threads, what=what)
         self.image: ImageInput | None = None
         self._input = self._output = None
         self.times: list[float] = []  # seconds per batch (the runner's own timing)
@@ -127,6 +134,41 @@ class FeatureExtractor:
         hi = np.clip(lo + 1, 0, count - 1)
         w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
         return (1 - w) * feats[lo] + w * feats[hi]
+
+
+def choose_backends(spec: PipelineSpec, choices: Sequence[str] = ()) -> PipelineSpec:
+    """The spec with per-extractor backends from the CLI (``--extractor-backend NAME=BACKEND``), replacing the
+    spec's ``provider`` / ``engine``: BACKEND is an onnxruntime provider (cpu, cuda, tensorrt) or a TensorRT plan
+    (``.plan`` / ``.engine``) built from that extractor's graph, checked as the spec's ``engine`` is.
+
+    Raises:
+        AbawRtError: a malformed choice, an extractor the spec lacks, an unknown provider, a plan that is not
+            this extractor's engine.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from abaw_rt.runners.ort_runner import PROVIDERS
+
+    chosen = {e.name: e for e in spec.extractors}
+    for choice in choices:
+        name, sep, backend = choice.partition("=")
+        where = f"--extractor-backend {choice}"
+        if not sep or not name or not backend:
+            raise AbawRtError(f"{where}: expected NAME=PROVIDER ({', '.join(sorted(PROVIDERS))}) or NAME=PLAN")
+        if name not in chosen:
+            raise AbawRtError(f"{where}: spec '{spec.source}' has no extractor '{name}' (it has {sorted(chosen)})")
+        if Path(backend).suffix.lower() in (".plan", ".engine"):
+            plan = Path(backend).expanduser().resolve()
+            if not plan.is_file():
+                raise AbawRtError(f"{where}: engine '{backend}': no such file")
+            engine = check_extractor_engine(plan, chosen[name].onnx, chosen[name].batch, where)
+            chosen[name] = dataclasses.replace(chosen[name], engine=engine, provider=None)
+        elif backend in PROVIDERS:
+            chosen[name] = dataclasses.replace(chosen[name], provider=backend, engine=None)
+        else:
+            raise AbawRtError(f"{where}: {backend!r} is neither a provider ({', '.join(sorted(PROVIDERS))}) nor a .plan")
+    return dataclasses.replace(spec, extractors=tuple(chosen[e.name] for e in spec.extractors))
 
 
 def audio_coverage(track: AudioTrack | None, frame_times: np.ndarray) -> float:

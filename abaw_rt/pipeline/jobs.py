@@ -43,6 +43,7 @@ class VideoJob:
         extractors: the extractor spec (TOML); None: the built-in defaults.
         detector: a detector graph or spec; None: the spec's [detector] or the built-in RetinaFace.
         tasks: infer only these heads; None: every head of the model.
+        extractor_backends: per-extractor backends from the CLI (``choose_backends``).
     """
 
     out_dir: Path
@@ -51,6 +52,7 @@ class VideoJob:
     extractors: Path | None = None
     detector: Path | None = None
     tasks: tuple[str, ...] | None = None
+    extractor_backends: tuple[str, ...] = ()  # --extractor-backend NAME=PROVIDER|PLAN, over the spec's choices
 
     @property
     def verb(self) -> str:
@@ -85,6 +87,10 @@ class JobRunner:
     def __init__(self, job: VideoJob):
         self.job = job
         spec = spec_or_default(job.extractors)
+        if job.extractor_backends:
+            from abaw_rt.pipeline.extractors import choose_backends
+
+            spec = choose_backends(spec, job.extractor_backends)
         det = detector_or_default(job.detector, spec)
         fusion = None
         self.wanted: list[str] = []

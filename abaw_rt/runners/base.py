@@ -85,6 +85,22 @@ class Runner:
         """Run the backend on checked feeds; ``axes`` are their resolved symbolic axes."""
         raise NotImplementedError
 
+    def spec(self, name: str | None, kind: str) -> TensorSpec:
+        """The input (kind="input") or output spec called ``name``; None picks the runner's only one."""
+        specs = self.input_specs if kind == "input" else self.output_specs
+        if not name:
+            if len(specs) != 1:
+                raise AbawRtError(f"{self._label()}: has {kind}s {[s.name for s in specs]}; name the one to use in the spec")
+            return specs[0]
+        for s in specs:
+            if s.name == name:
+                return s
+        raise AbawRtError(f"{self._label()}: no {kind} '{name}' (it has {[s.name for s in specs]})")
+
+    def _label(self) -> str:
+        """How error messages name what runs (e.g. "extractor 'eff' engine 'eff.plan'")."""
+        return f"{self.name} runner"
+
     def describe(self) -> dict:
         """What runs where, for reports and logs: backend, precision, artefact and backend details."""
         source = self.artefact.path if self.artefact is not None else getattr(self, "path", None)

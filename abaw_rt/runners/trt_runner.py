@@ -75,6 +75,10 @@ class TrtRunner(Runner):
         verbose: TensorRT's verbose log.
         cuda: the CUDA Python bindings ("auto": cuda-python, else pycuda; "cuda-python"; "pycuda"), or a
             ready ``abaw_rt.cuda.memory.CudaApi`` object.
+        what: how error messages name the model ("extractor 'eff'").
+
+    The interface comes from the sidecar: a fusion engine's from the graph's abaw-rt metadata (``header`` is the
+    model's), an extractor engine's from the inputs and outputs recorded at build time (``header`` is None).
     """
 
     name = "trt"
@@ -89,12 +93,16 @@ class TrtRunner(Runner):
         profile: str | None = None,
         verbose: bool = False,
         cuda: CudaBinding | str | CudaApi = CudaBinding.auto,
+        what: str = "engine",
     ):
         super().__init__()
         self.plan = Path(plan)
         self.sidecar = read_sidecar(self.plan)
-        info = self.sidecar.onnx_info(source=f"engine sidecar of '{self.plan}'")
-        self.header, self.input_specs, self.output_specs = info.header, info.inputs, info.outputs
+        self.what = what
+        source = f"engine sidecar of '{self.plan}'"
+        self.header = self.sidecar.onnx_info(source).header if self.sidecar.is_fusion else None
+        self.input_specs, self.output_specs = self.sidecar.io_specs(source)
+        self._timed = any(TIME in s.shape for s in self.input_specs)  # an extractor has a batch axis only
         self.precision = self.sidecar.precision
         self.profiles = self.sidecar.profiles
         self.device_index = device_index(device)
@@ -222,12 +230,15 @@ class TrtRunner(Runner):
         out = {
             name: io[name].host.view(shape, self._dtypes[name]).astype(np.float32) for name, shape in out_shapes.items()
         }
+        if padded and not self._timed:
+            return {k: np.ascontiguousarray(v[:batch]) for k, v in out.items()}
         return unpad_outputs(out, batch, time) if padded else out
 
     def _choose(self, batch: int, time: int, exact: bool) -> tuple[int, int, int]:
         """(profile, batch, time) to run: the bucket when it fits a profile, else the exact shape."""
         profiles = self.profiles if self.pinned is None else (self.profiles[self.pinned],)
         run_b, run_t = self.buckets.bucket(batch, time) if self.buckets and not exact else (batch, time)
+        run_t = run_t if self._timed else time
         if not fits_any(profiles, run_b, run_t):
             run_b, run_t = batch, time  # a bucket past the profiles: run the exact shape
         k = select_profile(profiles, run_b, run_t)  # AbawRtError outside every profile
@@ -321,6 +332,18 @@ class TrtRunner(Runner):
 
     def _describe(self) -> dict:
         return {"device": f"cuda:{self.device_index}", "gpu": self.gpu.name, "cuda_graphs": self.cuda_graphs}
+
+    def _label(self) -> str:
+        return f"{self.what} '{self.plan}'" if self.what == "engine" else f"{self.what} engine '{self.plan}'"
+
+    def example_feeds(self, batch: int, time: int, rng: np.random.Generator | None = None, padded: bool = False):
+        """The fusion model's random feeds, or an extractor's (``abaw_rt.feeds.extractor_feeds``; ``time`` unused)."""
+        if self.header is not None:
+            return super().example_feeds(batch, time, rng=rng, padded=padded)
+        from abaw_rt.feeds import extractor_feeds
+
+        seed = int(rng.integers(1 << 31)) if rng is not None else 0
+        return extractor_feeds(self.input_specs, batch, seed)
 
     def __repr__(self) -> str:
         return f"TrtRunner(plan={str(self.plan)!r}, precision={self.precision!r}, cuda_graphs={self.cuda_graphs})"

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from abaw_rt import safe_json
 from abaw_rt.errors import AbawRtError
 from abaw_rt.io import atomic_write_bytes, file_sha256
+from abaw_rt.specs import TensorSpec
 from abaw_rt.trt.compat import TrtVersion
 from abaw_rt.trt.profiles import ProfileSpec
 
@@ -52,12 +53,23 @@ class EngineSidecar:
     profiles: tuple[ProfileSpec, ...]  # optimisation profiles, in engine order (index = profile number)
     onnx_path: str  # the graph it was built from (absolute, as on the build machine)
     onnx_sha256: str  # that graph's sha256: a runner refuses the engine when the graph beside it changed
-    checkpoint_sha256: str  # the checkpoint the graph was exported from
+    checkpoint_sha256: str | None  # the checkpoint the graph was exported from (None: an extractor graph)
     plan_sha256: str  # the plan bytes this sidecar describes
     package_version: str  # abaw-rt version that built it
     created: str  # ISO 8601 UTC build time
     onnx_metadata: Mapping[str, str] = field(default_factory=dict)  # the graph's abaw_rt.* metadata_props
     build_flags: Mapping[str, Any] = field(default_factory=dict)  # workspace, optimisation level, fp16 flag, ...
+    # An extractor graph's interface as built (batch axis "batch", the other axes fixed); empty for the fusion
+    # model, whose interface is in ``onnx_metadata``.
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+    @property
+    def is_fusion(self) -> bool:
+        """Built from a fusion graph: decided by the graph's own metadata (``abaw-rt export`` writes a header)."""
+        from abaw_rt.graphs.metadata import PREFIX
+
+        return PREFIX + "header" in self.onnx_metadata
 
     def onnx_info(self, source: str = "engine"):
         """The model interface (header, input and output specs) recorded from the ONNX metadata."""
@@ -65,10 +77,19 @@ class EngineSidecar:
 
         return info_from_props(self.onnx_metadata, source)
 
+    def io_specs(self, source: str = "engine") -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """(inputs, outputs): the fusion model's from its metadata, an extractor's as recorded at build time."""
+        if self.is_fusion:
+            info = self.onnx_info(source)
+            return info.inputs, info.outputs
+        if not self.inputs or not self.outputs:
+            raise AbawRtError(f"{source}: records neither a fusion model's metadata nor an extractor's inputs/outputs")
+        return self.inputs, self.outputs
+
     def profile_shapes(self) -> dict[str, dict[str, dict[str, list[int]]]]:
         """{profile: {input: {"min": shape, "opt": shape, "max": shape}}}, for people and other tools."""
         try:
-            inputs = self.onnx_info().inputs
+            inputs = self.io_specs()[0]
         except AbawRtError:
             return {}
         return {
@@ -95,7 +116,9 @@ class EngineSidecar:
             "created": self.created,
             "build_flags": dict(self.build_flags),
             "onnx_metadata": dict(self.onnx_metadata),
-        }
+            **({"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+               if self.inputs else {}),
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str) -> "EngineSidecar":
@@ -117,12 +140,14 @@ class EngineSidecar:
                 profiles=tuple(ProfileSpec.from_dict(p, f"engine sidecar '{source}' profile") for p in d["profiles"]),
                 onnx_path=str(d["onnx_path"]),
                 onnx_sha256=str(d["onnx_sha256"]),
-                checkpoint_sha256=str(d["checkpoint_sha256"]),
+                checkpoint_sha256=None if d["checkpoint_sha256"] is None else str(d["checkpoint_sha256"]),
                 plan_sha256=str(d["plan_sha256"]),
                 package_version=str(d["package_version"]),
                 created=str(d["created"]),
                 onnx_metadata=dict(d.get("onnx_metadata", {})),
                 build_flags=dict(d.get("build_flags", {})),
+                inputs=tuple(TensorSpec.from_dict(t) for t in d.get("inputs", ())),
+                outputs=tuple(TensorSpec.from_dict(t) for t in d.get("outputs", ())),
             )
         except KeyError as exc:
             raise AbawRtError(f"engine sidecar '{source}': lacks {exc}") from None
@@ -135,9 +160,14 @@ class EngineSidecar:
         parts = ["abaw-rt", "build", self.onnx_path, "--precision", self.precision]
         if flags.get("recipe"):
             parts += ["--recipe", str(flags["recipe"])]
-        else:
+        if not self.is_fusion:  # an extractor: one profile over the batch axis, fixed sizes given at build time
+            parts += ["--batch", ":".join(map(str, self.profiles[0].batch.as_list()))]
+            for name, dims in (flags.get("input_shapes") or {}).items():
+                parts += ["--shape", f"{name}:{','.join(map(str, dims))}"]
+        elif not flags.get("recipe"):
             for p in self.profiles:
                 parts += ["--profile", p.cli()]
+        if not flags.get("recipe"):
             if flags.get("workspace_mib"):
                 parts += ["--workspace-mib", str(flags["workspace_mib"])]
             if flags.get("optimization_level") is not None:

@@ -1,4 +1,4 @@
-"""Zoo layer: the fusion model's deployment path for an extractor graph: fp16 copy and verify.
+"""Zoo layer: the fusion model's deployment path for an extractor graph: fp16 copy and verify (graphs and engines).
 
 ``to_fp16`` converts any float32 extractor graph (the zoo's or a user's) with the normalisations and
 softmax kept FP32 (``abaw_rt.graphs.precision``). ``verify_extractor`` runs a reference graph and candidate
@@ -17,7 +17,7 @@ import numpy as np
 
 from abaw_rt.errors import AbawRtError
 from abaw_rt.io import atomic_write_bytes
-from abaw_rt.artefacts import open_graph
+from abaw_rt.artefacts import open_extractor_engine, open_graph
 from abaw_rt.feeds import extractor_feeds
 from abaw_rt.graphs.precision import graph_compute_precision
 
@@ -31,6 +31,8 @@ class FeatureTolerances:
 FEATURE_TOLERANCES = {
     "fp32": FeatureTolerances(max_rel=1e-4, min_cosine=0.99999),
     "fp16": FeatureTolerances(max_rel=2e-2, min_cosine=0.999),
+    # int8 (QDQ graphs, their engines): judged by the features' direction, as abaw-rt quantize's search is.
+    "int8": FeatureTolerances(max_rel=0.25, min_cosine=0.98),
 }
 
 
@@ -76,34 +78,43 @@ def _stats(ref: np.ndarray, cand: np.ndarray, tol: FeatureTolerances) -> dict:
 
 
 def verify_extractor(reference: Path, candidates: Sequence[Path], batches: Sequence[int] = (1, 4, 16),
-                     seed: int = 0, provider: str = "cpu", tolerances: dict | None = None) -> dict:  # fmt: skip
-    """Compare each candidate graph with the reference graph on the same random inputs; a JSON-able report."""
+                     seed: int = 0, provider: str = "cpu", tolerances: dict | None = None,
+                     engines: Sequence[Path] = ()) -> dict:  # fmt: skip
+    """Compare each candidate graph (onnxruntime, ``provider``) and engine plan (TensorRT) with the reference graph
+    on the same random inputs; a JSON-able report. Engines are opened first: without a CUDA GPU, AbawRtError."""
     tolerances = {**FEATURE_TOLERANCES, **(tolerances or {})}
+    engine_runners = [open_extractor_engine(p, what="candidate", hint="verify its graph with --onnx") for p in engines]
     report = {"reference": str(reference), "batches": list(batches), "candidates": []}
     with open_graph(reference, provider=provider, what="reference") as ref:
         feeds = [extractor_feeds(ref.input_specs, b, seed + i) for i, b in enumerate(batches)]
         ref_out = [ref.infer(f) for f in feeds]
-        for path in candidates:
-            prec = graph_compute_precision(path)
-            tol = tolerances[prec]
-            cand = {"graph": str(path), "precision": prec, "tolerances": asdict(tol), "outputs": {}, "error": None}
-            try:
-                with open_graph(path, provider=provider, what="candidate") as run:
-                    got = [run.infer(f) for f in feeds]
-            except AbawRtError as exc:
-                cand["error"] = str(exc)
-                got = []
-            for name in ref_out[0] if got else ():
-                if name not in got[0]:
-                    cand["outputs"][name] = {"passed": False, "failures": ["missing from the candidate"]}
-                    continue
-                r = np.concatenate([o[name] for o in ref_out])
-                c = np.concatenate([o[name] for o in got])
-                cand["outputs"][name] = _stats(r, c, tol)
-            cand["passed"] = cand["error"] is None and all(o["passed"] for o in cand["outputs"].values())
-            report["candidates"].append(cand)
+        runs = [(p, graph_compute_precision(p), lambda p=p: open_graph(p, provider=provider, what="candidate"))
+                for p in candidates]  # fmt: skip
+        runs += [(r.plan, r.precision, lambda r=r: r) for r in engine_runners]
+        for path, prec, opener in runs:
+            report["candidates"].append(_candidate(path, prec, opener, feeds, ref_out, tolerances[prec]))
     report["passed"] = all(c["passed"] for c in report["candidates"])
     return report
+
+
+def _candidate(path: Path, prec: str, opener, feeds: list, ref_out: list, tol: FeatureTolerances) -> dict:
+    """One candidate's report: its outputs on ``feeds`` against the reference's, or the error that stopped it."""
+    cand = {"graph": str(path), "precision": prec, "tolerances": asdict(tol), "outputs": {}, "error": None}
+    try:
+        with opener() as run:
+            got = [run.infer(f) for f in feeds]
+    except AbawRtError as exc:
+        cand["error"] = str(exc)
+        got = []
+    for name in ref_out[0] if got else ():
+        if name not in got[0]:
+            cand["outputs"][name] = {"passed": False, "failures": ["missing from the candidate"]}
+            continue
+        r = np.concatenate([o[name] for o in ref_out])
+        c = np.concatenate([o[name] for o in got])
+        cand["outputs"][name] = _stats(r, c, tol)
+    cand["passed"] = cand["error"] is None and all(o["passed"] for o in cand["outputs"].values())
+    return cand
 
 
 def print_json(obj) -> str:
