@@ -114,7 +114,7 @@ class LiveRun:
         self.assembler.add(row.features)
         if self.frames % self.cfg.hop == 0:
             self._run_window()
-        emit(self.sinks, self.stitcher.ready(self.last_window_end))
+        emit(self.sinks, self.stitcher.ready(self.last_window_end), self.frames)
 
     def _run_window(self) -> None:
         start, inputs = self.assembler.latest()
@@ -126,7 +126,7 @@ class LiveRun:
             return
         if self.last_window_end != self.frames - 1:
             self._run_window()
-        emit(self.sinks, self.stitcher.ready(self.last_window_end) + self.stitcher.flush())
+        emit(self.sinks, self.stitcher.ready(self.last_window_end) + self.stitcher.flush(), self.frames)
 
     def _summary(self, reader: FrameReader, decoder, wall: float) -> dict:
         span = (self.last_time - self.first_time) if self.frames > 1 else 0.0

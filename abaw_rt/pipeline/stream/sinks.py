@@ -2,7 +2,8 @@
 
 NDJSON, one object per frame, in frame order, written and flushed as each frame becomes final:
 ``frame`` (0-based index), ``time`` (presentation time, s), ``capture_time`` / ``emit_time`` (Unix time, s),
-``latency_ms`` (capture to emission), ``face`` (a face was found; false also for frames filled from the last
+``latency_ms`` (capture to emission), ``received`` (frames received when it was emitted: at least
+``frame + 1 + lookahead`` except for the frames flushed when the stream ended), ``face`` (a face was found; false also for frames filled from the last
 face), ``shed`` (features repeated from the previous frame under load), ``values`` (valence, arousal clipped
 to [-1, 1]; ``expr``: the class name; ``au``: 0/1 per AU) and ``probabilities`` (expr: per class; au: per AU).
 """
@@ -39,6 +40,7 @@ def frame_object(e, emit_wall: float, latency_s: float) -> dict:
         "capture_time": round(row.wall, 6),
         "emit_time": round(emit_wall, 6),
         "latency_ms": round(latency_s * 1000.0, 3),
+        "received": e.received,
         "face": bool(row.face),
         "shed": bool(row.shed),
         "values": values,
@@ -98,9 +100,10 @@ class Latency:
                 "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2)}
 
 
-def emit(sinks, emitted) -> None:
-    """Hand final frames to every sink, stamping emission once per frame."""
+def emit(sinks, emitted, received: int) -> None:
+    """Hand final frames to every sink, stamping emission once per frame; ``received``: frames in so far."""
     for e in emitted:
+        e.received = received
         now_mono, now_wall = time.monotonic(), time.time()
         for s in sinks:
             s.put(e, now_wall, now_mono - e.row.mono)

@@ -31,6 +31,7 @@ class Emitted:
     row: object
     merged: dict[str, np.ndarray]
     decisions: dict[str, np.ndarray]
+    received: int = 0  # frames received when it was emitted (set by ``sinks.emit``)
 
 
 class LiveStitcher:
