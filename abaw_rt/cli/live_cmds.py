@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -61,6 +62,28 @@ def _summary_table(summary: dict) -> None:
         f"{summary['latency_bound_ms']}",
     )
     err.print(table)
+
+
+class _LiveView:
+    """A sink: the Rich live view on stderr (valence/arousal, expression, latency, shed frames), 4 updates/s."""
+
+    def __init__(self):
+        from rich.live import Live
+
+        self.live = Live(console=err, transient=True, refresh_per_second=4)
+        self.shown = 0.0
+
+    def put(self, e, emit_wall: float, latency_s: float) -> None:
+        if emit_wall - self.shown < 0.25:
+            return
+        self.shown = emit_wall
+        d = e.decisions
+        va = f"valence {d['va'][0]:+.2f}  arousal {d['va'][1]:+.2f}  " if "va" in d else ""
+        from abaw_rt.model.config import HEAD_LABELS
+
+        expr = f"{HEAD_LABELS['expr'][int(d['expr'])]:<10} " if "expr" in d else ""
+        self.live.update(f"frame {e.row.index}  {va}{expr}face {'yes' if e.row.face else 'no '}  "
+                         f"latency {latency_s * 1000:.0f} ms{'  (shed)' if e.row.shed else ''}")
 
 
 @app.command()
@@ -124,8 +147,10 @@ def live(
                             device=dev, plot=plot)
     runner = JobRunner(VideoJob(out_dir or Path("."), config, fusion, extractors, detector))
     record = RecordSink() if out_dir is not None else None
-    with runner:
-        summary = LiveRun(runner.pipeline, src, live_cfg, [NdjsonSink(sys.stdout)] + ([record] if record else [])).run()
+    sinks = [NdjsonSink(sys.stdout)] + ([record] if record else [])
+    view = _LiveView() if err.is_terminal else None
+    with runner, (view.live if view else contextlib.nullcontext()):
+        summary = LiveRun(runner.pipeline, src, live_cfg, sinks + ([view] if view else [])).run()
     if record is not None and summary["frames"]:
         summary["outputs"] = {"folder": str(_write_out(out_dir, src, record, summary, plot))}
     _summary_table(summary)

@@ -3,7 +3,7 @@
 Wraps ``AudioStream`` (the offline path's streaming audio, same windows on the same clock) and hands out one
 frame's row at a time, computed as ``AudioStream.finish`` computes all of them: a frame's features are final
 once the window after its timestamp has run, so live rows equal offline rows. Windows run in small batches
-(``LIVE_BATCH``) rather than the extractor's offline batch, which would hold frames back for most of a second.
+(``LIVE_BATCH``) rather than the extractor's offline batch, which would hold frames back.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from abaw_rt.pipeline.audio_track import AUDIO_RATE
 
-LIVE_BATCH = 4  # audio windows per extractor call (4 hops of 10 ms: about one 25 fps frame)
+LIVE_BATCH = 1  # audio windows per extractor call: any more and the newest frame waits for the next one
 KEEP_ROWS = 512  # window features kept behind the newest (frames wait for audio by far less)
 
 

@@ -8,6 +8,7 @@ decoded is handed on first.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ from abaw_rt.pipeline.decode import VideoDecoder
 from abaw_rt.pipeline.stream.source import LiveSource, open_container
 
 END = object()  # the stream ended (closed, stalled, or the file's end)
+READ_AHEAD_S = 3.0  # realtime files: decoded ahead of the clock at most this much (frames held: 75 at 25 fps)
 
 
 @dataclass
@@ -83,27 +85,48 @@ class FrameReader:
                 continue
         return False
 
-    def _pace(self, t: float, origin: list) -> None:
-        if not origin:
-            origin.extend((time.monotonic(), t))
-            return
-        due = origin[0] + (t - origin[1])
+    def _wait_until(self, due: float) -> None:
         while not self.stop.is_set() and (delay := due - time.monotonic()) > 0:
             time.sleep(min(delay, 0.05))
 
+    def _release(self, f) -> bool:
+        if self.convert and not f.lost:
+            f.rgb()
+        if not self._put(Captured(f, time.monotonic(), time.time())):
+            self.ended_by = "stopped"
+            return False
+        self.frames_read += 1
+        return True
+
+    def _paced(self, frames):
+        """``realtime``: each frame released when its timestamp comes due, decoding up to ``READ_AHEAD_S``
+        ahead: a file may store its audio a second or more after the video of the same time (MP4
+        interleaving), which a camera would deliver together; reading ahead hands that audio over in time."""
+        held: collections.deque = collections.deque()
+        origin = None
+        for f in frames:
+            origin = origin if origin is not None else (time.monotonic(), f.time)
+            held.append((origin[0] + (f.time - origin[1]), f))
+            while held and (held[0][0] <= time.monotonic() or held[-1][0] - held[0][0] > READ_AHEAD_S):
+                self._wait_until(held[0][0])
+                if not self._release(held.popleft()[1]):
+                    return False
+        while held:
+            self._wait_until(held[0][0])
+            if not self._release(held.popleft()[1]):
+                return False
+        return True
+
     def _work(self) -> None:
         frames = self.decoder.frames()
-        origin: list = []
         try:
-            for f in frames:
-                if self.realtime:
-                    self._pace(f.time, origin)
-                if self.convert and not f.lost:
-                    f.rgb()
-                if not self._put(Captured(f, time.monotonic(), time.time())):
-                    self.ended_by = "stopped"
+            if self.realtime:
+                if not self._paced(frames):
                     return
-                self.frames_read += 1
+            else:
+                for f in frames:
+                    if not self._release(f):
+                        return
             self.ended_by = "end"
             self._put(END)
         except AbawRtError as exc:
