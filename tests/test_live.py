@@ -154,3 +154,15 @@ def test_stalled_url_times_out(tmp_path):
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "source 'tcp://" in res.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_falling_behind_sheds_counted_frames_and_still_emits_every_frame(sample, tmp_path):
+    feeder = _feeder(sample, speed=6.0)  # 150 fps in: more than this CPU extracts
+    res = _live(["-", "--lookahead", "0", "--shed-backlog", "2", "--out", tmp_path / "o"], stdin=feeder.stdout)
+    sent = _sent(feeder)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sent))
+    report = json.loads((tmp_path / "o" / "stdin" / "report.json").read_text())
+    shed = sum(o["shed"] for o in objs)
+    assert shed > 0 and report["shed_frames"] == shed
