@@ -9,6 +9,9 @@ last frame, and handed to the sinks.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -85,8 +88,9 @@ class LiveRun:
         reader = FrameReader(decoder, self.cfg.queue, convert=bool(self.features.visual), realtime=self.cfg.realtime)
         reader.start()
         try:
-            self._read(reader, decoder)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM raised as one (cli.Terminated)
+            with self._signals_as_flag():
+                self._read(reader, decoder)
+        except KeyboardInterrupt as exc:  # Ctrl-C before the handlers were in (or off the main thread)
             self.interrupted = getattr(exc, "signum", 2)
         finally:
             reader.close()
@@ -95,15 +99,36 @@ class LiveRun:
         self._flush()
         return self._summary(reader, decoder, time.perf_counter() - wall0)
 
+    @contextlib.contextmanager
+    def _signals_as_flag(self):
+        """While reading, SIGINT and SIGTERM only set ``interrupted``; the loop stops between two frames."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def flag(signum, frame):
+            self.interrupted = signum
+
+        previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
     def _read(self, reader: FrameReader, decoder) -> None:
-        item = reader.get(self.cfg.timeout + self.cfg.stall)  # the first frame: opening may take the timeout
+        stopped = lambda: bool(self.interrupted)  # noqa: E731
+        first = self.cfg.timeout + self.cfg.stall  # the first frame: opening may take the timeout
+        item = reader.get(first, stopped)
         if item is END:
-            raise AbawRtError(f"source '{self.source.text}': no video frame within {self.cfg.timeout + self.cfg.stall:g} s")
+            if self.interrupted:
+                return
+            raise AbawRtError(f"source '{self.source.text}': no video frame within {first:g} s")
         self.features.check_audio(decoder.stats, self.source.text)
         while item is not END:
             for row in self.features.push(item, reader.backlog()):
                 self._row(row)
-            item = reader.get(self.cfg.stall)
+            item = reader.get(self.cfg.stall, stopped)
 
     def _row(self, row) -> None:
         row.index = self.frames  # consecutive, as the assembler counts

@@ -139,16 +139,22 @@ class FrameReader:
         finally:
             frames.close()
 
-    def get(self, stall: float):
-        """The next frame, or ``END`` when the source ended or sent nothing for ``stall`` seconds."""
-        try:
-            item = self.queue.get(timeout=stall)
-        except queue.Empty:
-            self.ended_by = f"stalled: no frame for {stall:g} s"
-            return END
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def get(self, stall: float, stopped=lambda: False):
+        """The next frame, or ``END`` when the source ended, sent nothing for ``stall`` seconds, or ``stopped()``
+        became true (polled every 0.1 s: Ctrl-C is a flag, so no frame is cut in half)."""
+        deadline = time.monotonic() + stall
+        while not stopped():
+            try:
+                item = self.queue.get(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    self.ended_by = f"stalled: no frame for {stall:g} s"
+                    return END
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return END
 
     def close(self) -> None:
         self.stop.set()
