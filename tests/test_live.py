@@ -166,3 +166,31 @@ def test_falling_behind_sheds_counted_frames_and_still_emits_every_frame(sample,
     report = json.loads((tmp_path / "o" / "stdin" / "report.json").read_text())
     shed = sum(o["shed"] for o in objs)
     assert shed > 0 and report["shed_frames"] == shed
+
+
+def test_network_source_on_loopback(sample, tmp_path):
+    """A tcp:// URL (FFmpeg listening on loopback); the feeder's MPEG-TS is relayed into the socket."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    live = subprocess.Popen(CLI + ["live", f"tcp://127.0.0.1:{port}?listen=1", "--lookahead", "5", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    conn = None
+    for _ in range(100):  # until the listener is up
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert conn is not None, live.stderr.read() if live.poll() is not None else "no listener"
+    feeder = _feeder(sample, speed=2.0)
+    while chunk := feeder.stdout.read(4096):
+        conn.sendall(chunk)
+    conn.close()
+    sent = _sent(feeder)
+    stdout, stderr = live.communicate(timeout=60)
+    assert live.returncode == 0, stderr
+    assert [o["frame"] for o in _lines(stdout)] == list(range(sent))
