@@ -108,8 +108,8 @@ _CHILD = (
     "def _hwm():\n"
     "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
     "    open(os.environ['ABAW_RT_BENCH_HWM'], 'w').write(line.split()[1])\n"
-    "atexit.register(_hwm)\n"
     "from abaw_rt.cli import run\n"
+    "atexit.register(_hwm)  # after the CLI's own exit hook (which ends with os._exit), so it runs before it\n"
     "run()\n"
 )
 

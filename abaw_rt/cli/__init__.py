@@ -248,6 +248,7 @@ from abaw_rt.cli import (
     defaults_cmds,  # noqa: E402,F401
     engine_cmds,  # noqa: E402,F401
     infer_cmds,  # noqa: E402,F401
+    live_cmds,  # noqa: E402,F401
     model_cmds,  # noqa: E402,F401
     quant_cmds,  # noqa: E402,F401
     train_cmds,  # noqa: E402,F401

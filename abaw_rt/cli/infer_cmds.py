@@ -10,39 +10,26 @@ from rich.table import Table
 
 from abaw_rt.cli import app, err, out, user_errors, warn_lost_frames
 from abaw_rt.cli.options import (
+    BackendOpt,
+    CheckpointOpt,
     DecodeThreadsOpt,
     DetectEveryOpt,
     DetectorOpt,
     DeviceOpt,
+    EngineOpt,
     ExtractorBackendOpt,
     ExtractorsOpt,
     FaceOpt,
     Inputs,
     JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
     ThreadsOpt,
     pin_threads,
 )
 from abaw_rt.cuda.gpu import resolve_device
-from abaw_rt.vocab import Backend, Device, FaceChoice, Merge, Precision, Task
+from abaw_rt.vocab import Device, FaceChoice, Merge, Task
 from abaw_rt.errors import AbawRtError
-
-
-CheckpointOpt = Annotated[
-    Optional[Path], typer.Option("--checkpoint", dir_okay=False, help="Fusion checkpoint (.safetensors).")
-]
-ModelOpt = Annotated[
-    Optional[Path], typer.Option("--model", dir_okay=False, help="Exported fusion graph (.onnx) instead of a checkpoint.")
-]
-EngineOpt = Annotated[
-    Optional[Path], typer.Option("--engine", dir_okay=False, help="TensorRT engine plan (from 'abaw-rt build').")
-]
-BackendOpt = Annotated[
-    Optional[Backend], typer.Option("--backend", help="Fusion backend (default: ort; trt with --engine).")
-]
-PrecisionOpt = Annotated[
-    Optional[Precision], typer.Option("--precision", help="Fusion precision (default: the artefact's / fp32).")
-]
-
 
 
 RayOpt = Annotated[

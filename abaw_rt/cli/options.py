@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from abaw_rt.vocab import Device, FaceChoice
+from abaw_rt.vocab import Backend, Device, FaceChoice, Precision
 
 ThreadsOpt = Annotated[
     Optional[int],
@@ -56,6 +56,21 @@ DecodeThreadsOpt = Annotated[
     int, typer.Option("--decode-threads", min=0, help="Video decoder threads (0: FFmpeg's choice).")
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the models run.")]
+CheckpointOpt = Annotated[
+    Optional[Path], typer.Option("--checkpoint", dir_okay=False, help="Fusion checkpoint (.safetensors).")
+]
+ModelOpt = Annotated[
+    Optional[Path], typer.Option("--model", dir_okay=False, help="Exported fusion graph (.onnx) instead of a checkpoint.")
+]
+EngineOpt = Annotated[
+    Optional[Path], typer.Option("--engine", dir_okay=False, help="TensorRT engine plan (from 'abaw-rt build').")
+]
+BackendOpt = Annotated[
+    Optional[Backend], typer.Option("--backend", help="Fusion backend (default: ort; trt with --engine).")
+]
+PrecisionOpt = Annotated[
+    Optional[Precision], typer.Option("--precision", help="Fusion precision (default: the artefact's / fp32).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON on stdout.")]
 
 

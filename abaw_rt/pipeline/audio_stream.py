@@ -105,6 +105,15 @@ class AudioStream:
             out[c.extractor.name] = (1 - w) * feats[lo] + w * feats[hi]
         return out
 
+    def drain(self, last_time: float) -> None:
+        """Streaming use, after the last frame: cut and run every remaining window the frames need
+        (``finish`` without gathering the features; the caller has taken them from ``cursors[i].feats``)."""
+        if self._t0 is None:
+            self._t0 = last_time
+        self._limit = max(self._limit, last_time)
+        self._take()
+        self._run(final=True)
+
     # -- internals -------------------------------------------------------------------------------------
     def _take(self) -> None:
         while self._queue:

@@ -289,7 +289,7 @@ class VideoDecoder:
     def frames(self) -> Iterator[DecodedFrame]:
         """Yield frames in presentation order; raise AbawRtError when none at all can be decoded."""
         av = require_module("av", "video")
-        container = _open(self.path)
+        container = self._open_container()
         try:
             vstream, astream = self._open_streams(container)
             chunks: list[tuple[float | None, np.ndarray]] = []
@@ -307,6 +307,10 @@ class VideoDecoder:
         finally:
             container.close()
         self._check_coverage()
+
+    def _open_container(self):
+        """The input container (a file here; ``stream.reader.LiveDecoder`` opens cameras, URLs and stdin)."""
+        return _open(self.path)
 
     def _video_frames(self, av, container, vstream, astream, resampler, keep) -> Iterator[DecodedFrame]:
         timeline = Timeline()

@@ -17,16 +17,17 @@ class FaceStage:
     """Frames in order -> one face each (detected every N-th frame, interpolated between) -> aligned crops ->
     batched visual features. At most ``detect_every`` frames are held; ``found`` grows as frames settle."""
 
-    def __init__(self, visual, detector, config, times: StageTimes):
+    def __init__(self, visual, detector, config, times: StageTimes, tracker=None, store=None):
         from abaw_rt.pipeline.extractors import CropBatcher
         from abaw_rt.pipeline.faces import FaceTracker
 
         self.visual = visual
         self.times = times
         self.chunks = FeatureChunks(visual)
-        self.batcher = CropBatcher(visual, store=self.chunks.store, timer=lambda name, s: times.add(f"extract:{name}", s))
+        store = store or self.chunks.store  # live: a callback taking each frame's features as they come
+        self.batcher = CropBatcher(visual, store=store, timer=lambda name, s: times.add(f"extract:{name}", s))
         self.found: list[bool] = []
-        self.tracker = FaceTracker(
+        self.tracker = tracker or FaceTracker(
             detector.detect, config.detect_every, config.face, on_detect=lambda s: times.add("detect", s)
         )
 

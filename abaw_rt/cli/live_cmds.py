@@ -1,0 +1,159 @@
+"""CLI layer: ``abaw-rt live``: per-frame predictions from a camera, a network stream, stdin or a paced file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from abaw_rt.cli import app, err, user_errors
+from abaw_rt.cli.options import (
+    BackendOpt,
+    CheckpointOpt,
+    DecodeThreadsOpt,
+    DetectEveryOpt,
+    DetectorOpt,
+    DeviceOpt,
+    EngineOpt,
+    ExtractorsOpt,
+    FaceOpt,
+    ModelOpt,
+    PrecisionOpt,
+    ThreadsOpt,
+    pin_threads,
+)
+from abaw_rt.errors import AbawRtError
+from abaw_rt.pipeline.stream import DEFAULT_HOP, DEFAULT_LOOKAHEAD
+from abaw_rt.vocab import Device, FaceChoice
+
+
+def _check_out_parent(out_dir: Path) -> None:
+    """--out must be creatable and writable; checked before the run, created only at the end."""
+    p = Path(os.path.abspath(out_dir))
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise AbawRtError(f"output folder '{out_dir}': not writable ('{p}' is {'not a folder' if not p.is_dir() else 'read-only'})")
+
+
+def _write_out(out_dir: Path, source, record, summary: dict, plot: bool) -> Path:
+    from abaw_rt.pipeline.names import output_name
+    from abaw_rt.pipeline.outputs import VideoPrediction, check_out_dir, write_outputs
+
+    times, faces, merged, decisions = record.arrays()
+    pred = VideoPrediction(output_name(source.name), Path(source.text), times, faces, merged, decisions, dict(summary))
+    return write_outputs(check_out_dir(out_dir), pred, plot=plot)
+
+
+def _summary_table(summary: dict) -> None:
+    lat = summary["latency"]
+    table = Table(title=f"abaw-rt live: {summary['source']} ({summary['ended_by']})")
+    for col in ("frames", "fps", "lookahead", "hop", "windows", "shed", "p50 ms", "p90 ms", "p99 ms", "bound ms"):
+        table.add_column(col)
+    table.add_row(
+        str(summary["frames"]), f"{summary['fps'] or 0:.2f}", str(summary["live"]["lookahead"]),
+        str(summary["live"]["hop"]), str(summary["windows_run"]), str(summary["shed_frames"]),
+        *(f"{lat[k]:.1f}" if lat[k] is not None else "-" for k in ("p50_ms", "p90_ms", "p99_ms")),
+        f"{summary['latency_bound_ms']}",
+    )
+    err.print(table)
+
+
+class _LiveView:
+    """A sink: the Rich live view on stderr (valence/arousal, expression, latency, shed frames), 4 updates/s."""
+
+    def __init__(self):
+        from rich.live import Live
+
+        self.live = Live(console=err, transient=True, refresh_per_second=4)
+        self.shown = 0.0
+
+    def put(self, e, emit_wall: float, latency_s: float) -> None:
+        if emit_wall - self.shown < 0.25:
+            return
+        self.shown = emit_wall
+        d = e.decisions
+        va = f"valence {d['va'][0]:+.2f}  arousal {d['va'][1]:+.2f}  " if "va" in d else ""
+        from abaw_rt.model.config import HEAD_LABELS
+
+        expr = f"{HEAD_LABELS['expr'][int(d['expr'])]:<10} " if "expr" in d else ""
+        self.live.update(f"frame {e.row.index}  {va}{expr}face {'yes' if e.row.face else 'no '}  "
+                         f"latency {latency_s * 1000:.0f} ms{'  (shed)' if e.row.shed else ''}")
+
+
+@app.command()
+@user_errors
+def live(
+    source: Annotated[str, typer.Argument(
+        metavar="SOURCE", help="A camera (/dev/video0), a URL (rtsp://, rtmp://, udp://, srt://, http(s)://), "
+        "'-' for MPEG-TS or Matroska on stdin, or a media file (with --realtime: at its own pace).")],
+    lookahead: Annotated[int, typer.Option(
+        "--lookahead", min=0, help="Frames that must arrive after a frame before it is emitted (0: causal).")
+    ] = DEFAULT_LOOKAHEAD,
+    hop: Annotated[int, typer.Option("--hop", min=1, help="Run a window ending at the newest frame every N frames.")
+                   ] = DEFAULT_HOP,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Play a file at its own pace, as if live.")] = False,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.1, help="Seconds to wait for the source to open, and for each frame before it counts as ended.")
+    ] = 10.0,
+    shed_backlog: Annotated[int, typer.Option(
+        "--shed-backlog", min=0, help="Shed frames (repeat the last features) while this many wait (0: never).")
+    ] = 8,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", file_okay=False, help="Also write ABAW files, predictions.csv and report.json at the end.")] = None,
+    plot: Annotated[bool, typer.Option(help="With --out: write plot.png.")] = False,
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    engine: EngineOpt = None,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = Device.cpu,
+    extractors: ExtractorsOpt = None,
+    detector: DetectorOpt = None,
+    detect_every: DetectEveryOpt = 5,
+    face: FaceOpt = FaceChoice.largest,
+    decode_threads: DecodeThreadsOpt = 1,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Predict every frame of a live stream; one NDJSON object per frame on stdout, in frame order.
+
+    A frame is emitted once --lookahead later frames have arrived; windows end at the newest frame and
+    only windows already run count. The source ending, stalling (--timeout) or Ctrl-C flushes every frame
+    received (exit 0, or 130 for Ctrl-C). README, "abaw-rt live".
+    """
+    from abaw_rt.cuda.gpu import resolve_device
+    from abaw_rt.pipeline.jobs import FusionChoice, JobRunner, VideoJob
+    from abaw_rt.pipeline.run import PipelineConfig
+    from abaw_rt.pipeline.stream.live import LiveConfig, LiveRun
+    from abaw_rt.pipeline.stream.sinks import NdjsonSink, RecordSink
+    from abaw_rt.pipeline.stream.source import parse_source
+
+    live_cfg = LiveConfig(lookahead=lookahead, hop=hop, realtime=realtime, timeout=timeout, stall=timeout,
+                          shed_backlog=shed_backlog)
+    live_cfg.check()
+    src = parse_source(source)
+    if out_dir is not None:
+        _check_out_parent(out_dir)
+    threads = pin_threads(threads)
+    dev = resolve_device(device.value)
+    fusion = FusionChoice(checkpoint, model, engine, backend.value if backend else None,
+                          precision.value if precision else None, dev, threads)
+    config = PipelineConfig(detect_every=detect_every, face=face, decode_threads=decode_threads, infer_threads=threads,
+                            device=dev, plot=plot)
+    runner = JobRunner(VideoJob(out_dir or Path("."), config, fusion, extractors, detector))
+    record = RecordSink() if out_dir is not None else None
+    sinks = [NdjsonSink(sys.stdout)] + ([record] if record else [])
+    view = _LiveView() if err.is_terminal else None
+    with runner, (view.live if view else contextlib.nullcontext()):
+        summary = LiveRun(runner.pipeline, src, live_cfg, sinks + ([view] if view else [])).run()
+    if record is not None and summary["frames"]:
+        summary["outputs"] = {"folder": str(_write_out(out_dir, src, record, summary, plot))}
+    _summary_table(summary)
+    if summary["interrupted"]:
+        err.print("interrupted", highlight=False)
+        raise typer.Exit(128 + int(summary.get("signal", 2)))

@@ -1,0 +1,196 @@
+"""abaw-rt live: a live source from a pipe (a subprocess writing MPEG-TS at real-time pace), NDJSON checks,
+lookahead by indices, causal mode, a killed source, bad input. One thread everywhere (OMP_NUM_THREADS=1)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("av")
+pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parents[1]
+FEEDER = Path(__file__).with_name("live_feeder.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+CLI = [sys.executable, "-c", "import sys; sys.argv[0] = 'abaw-rt'; from abaw_rt.cli import run; run()"]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    from abaw_rt.defaults.sample import make_sample_video
+
+    return make_sample_video(tmp_path_factory.mktemp("live") / "clip.mp4", seconds=4.0)
+
+
+def _feeder(video: Path, speed: float = 1.0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(FEEDER), str(video), "--speed", str(speed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+
+
+def _live(args, stdin=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + ["live", *map(str, args), "--threads", "1"], stdin=stdin, capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _sent(feeder: subprocess.Popen) -> int:
+    err = feeder.stderr.read().decode()
+    feeder.wait(timeout=30)
+    return int(err.strip().split()[-1])
+
+
+@pytest.mark.parametrize("lookahead", [0, 12])
+def test_pipe_ndjson_one_object_per_frame_in_order_after_its_lookahead(sample, tmp_path, lookahead):
+    feeder = _feeder(sample)
+    res = _live(["-", "--lookahead", lookahead, "--out", tmp_path / "out"], stdin=feeder.stdout)
+    sent = _sent(feeder)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sent))  # one per sent frame, in order
+    for o in objs:
+        assert set(o) >= {"frame", "time", "capture_time", "emit_time", "latency_ms", "face", "values", "probabilities"}
+        assert o["emit_time"] >= o["capture_time"]
+        flushed = o["received"] == sent  # the last frames are emitted when the stream ends
+        assert flushed or o["received"] >= o["frame"] + 1 + lookahead, o
+    assert objs[0]["received"] == 1 + lookahead
+    rows = list(csv.DictReader(open(tmp_path / "out" / "stdin" / "predictions.csv")))
+    assert len(rows) == sent
+    # never revised: the files written at the end hold exactly the values streamed
+    for o, r in zip(objs, rows):
+        assert abs(float(r["valence"]) - o["values"]["valence"]) < 1e-6
+        assert r["expr"] == o["values"]["expr"]
+    report = json.loads((tmp_path / "out" / "stdin" / "report.json").read_text())
+    assert report["frames"] == sent and report["ended_by"] == "end"
+
+
+def test_killed_source_ends_cleanly_with_frames_flushed(sample, tmp_path):
+    feeder = _feeder(sample)
+    live = subprocess.Popen(CLI + ["live", "-", "--lookahead", "25", "--threads", "1", "--out", str(tmp_path / "o")],
+                            stdin=feeder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    feeder.stdout.close()
+    time.sleep(2.5)
+    feeder.send_signal(signal.SIGKILL)
+    feeder.wait()
+    stdout, stderr = live.communicate(timeout=60)
+    assert live.returncode == 0, stderr
+    objs = _lines(stdout)
+    assert objs and [o["frame"] for o in objs] == list(range(len(objs)))
+    report = json.loads((tmp_path / "o" / "stdin" / "report.json").read_text())
+    assert report["frames"] == len(objs)  # every frame received was emitted
+
+
+def test_interrupt_flushes_and_exits_130(sample, tmp_path):
+    feeder = _feeder(sample)
+    live = subprocess.Popen(CLI + ["live", "-", "--lookahead", "50", "--threads", "1", "--out", str(tmp_path / "o")],
+                            stdin=feeder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    feeder.stdout.close()
+    time.sleep(2.5)
+    live.send_signal(signal.SIGINT)
+    stdout, stderr = live.communicate(timeout=60)
+    feeder.kill()
+    assert live.returncode == 130, stderr
+    objs = _lines(stdout)
+    report = json.loads((tmp_path / "o" / "stdin" / "report.json").read_text())
+    assert objs and report["frames"] == len(objs) and report["interrupted"]
+
+
+@pytest.mark.parametrize(
+    "source, stdin, match",
+    [
+        ("/tmp/abaw-rt-no-such-clip.mp4", None, "no such file"),
+        ("/dev/video97", None, "no such camera"),
+        ("http://127.0.0.1:9/stream.ts", None, "cannot open"),
+        ("-", b"this is not media\n" * 200, "cannot open"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_left(tmp_path, source, stdin, match):
+    out = tmp_path / "never"
+    res = subprocess.run(CLI + ["live", source, "--timeout", "3", "--out", str(out)], input=stdin,
+                         capture_output=True, timeout=60, env=ENV)
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2, err
+    assert len(err.splitlines()) == 1 and match in err and err.startswith("error:")
+    assert not out.exists()
+
+
+def test_no_video_stream_is_refused(tmp_path):
+    import av
+    import numpy as np
+
+    wav = tmp_path / "voice.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=16000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.int16), format="s16", layout="mono")
+        f.sample_rate = 16000
+        for p in s.encode(f):
+            c.mux(p)
+    res = _live([wav, "--out", tmp_path / "never"])
+    assert res.returncode == 2 and "no video stream" in res.stderr, res.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_stalled_url_times_out(tmp_path):
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)  # accepts, never sends
+    port = server.getsockname()[1]
+    try:
+        res = _live([f"tcp://127.0.0.1:{port}", "--timeout", "1", "--out", tmp_path / "never"], timeout=60)
+    finally:
+        server.close()
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "source 'tcp://" in res.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_falling_behind_sheds_counted_frames_and_still_emits_every_frame(sample, tmp_path):
+    feeder = _feeder(sample, speed=6.0)  # 150 fps in: more than this CPU extracts
+    res = _live(["-", "--lookahead", "0", "--shed-backlog", "2", "--out", tmp_path / "o"], stdin=feeder.stdout)
+    sent = _sent(feeder)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sent))
+    report = json.loads((tmp_path / "o" / "stdin" / "report.json").read_text())
+    shed = sum(o["shed"] for o in objs)
+    assert shed > 0 and report["shed_frames"] == shed
+
+
+def test_network_source_on_loopback(sample, tmp_path):
+    """A tcp:// URL (FFmpeg listening on loopback); the feeder's MPEG-TS is relayed into the socket."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    live = subprocess.Popen(CLI + ["live", f"tcp://127.0.0.1:{port}?listen=1", "--lookahead", "5", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    conn = None
+    for _ in range(100):  # until the listener is up
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert conn is not None, live.stderr.read() if live.poll() is not None else "no listener"
+    feeder = _feeder(sample, speed=2.0)
+    while chunk := feeder.stdout.read(4096):
+        conn.sendall(chunk)
+    conn.close()
+    sent = _sent(feeder)
+    stdout, stderr = live.communicate(timeout=60)
+    assert live.returncode == 0, stderr
+    assert [o["frame"] for o in _lines(stdout)] == list(range(sent))
