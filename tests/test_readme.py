@@ -30,6 +30,8 @@ SKIPPED = {
     "python benchmarks/bench_system.py": "a benchmark: builds the paper-size zoo, about 4 minutes",
     "pip install torch==2.13.0 && pip install -e '.[torch,video,zoo]'": "builds the paper-size zoo (about 1 GB) and "
     "needs your video; tests/test_zoo*.py build and run the tiny zoo",
+    "abaw-rt live /dev/video0": "needs a camera, a network stream and ffmpeg; tests/test_live.py runs live from "
+    "MPEG-TS on stdin, a loopback tcp:// listener and a --realtime file",
     "abaw-rt zoo fp16 zoo/eff.paper.onnx": "needs the paper-size zoo built above; tests/test_zoo*.py run the same "
     "verbs on the tiny zoo",
 }
