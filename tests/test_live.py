@@ -19,6 +19,7 @@ pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
 FEEDER = Path(__file__).with_name("live_feeder.py")
+SERVER = Path(__file__).with_name("live_tcp_server.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 CLI = [sys.executable, "-c", "import sys; sys.argv[0] = 'abaw-rt'; from abaw_rt.cli import run; run()"]
 
@@ -194,3 +195,55 @@ def test_network_source_on_loopback(sample, tmp_path):
     stdout, stderr = live.communicate(timeout=60)
     assert live.returncode == 0, stderr
     assert [o["frame"] for o in _lines(stdout)] == list(range(sent))
+
+
+def _tcp_server(video: Path, sessions: int, speed: float = 2.0) -> tuple[subprocess.Popen, int]:
+    server = subprocess.Popen([sys.executable, str(SERVER), str(video), "--sessions", str(sessions), "--speed",
+                               str(speed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return server, int(server.stdout.readline().split()[-1])
+
+
+def _sessions_sent(server: subprocess.Popen) -> list[int]:
+    server.wait(timeout=60)
+    return [int(n) for n in server.stderr.read().strip().split()[1:]]
+
+
+def test_reconnect_continues_indices_and_times_over_a_closed_connection(sample, tmp_path):
+    """The server sends the clip, closes, accepts again and sends it once more; then refuses connections."""
+    server, port = _tcp_server(sample, sessions=2)
+    res = _live([f"tcp://127.0.0.1:{port}", "--lookahead", "5", "--timeout", "3", "--reconnect", "2",
+                 "--reconnect-wait", "0.2", "--out", tmp_path / "o"])
+    sent = _sessions_sent(server)
+    assert res.returncode == 0, res.stderr
+    assert len(sent) == 2, sent
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sum(sent)))  # both sessions, indices continue
+    assert [o["session"] for o in objs] == [0] * sent[0] + [1] * sent[1]
+    times = [o["time"] for o in objs]
+    assert all(b > a for a, b in zip(times, times[1:]))  # the second session's restarted clock placed after
+    report = json.loads((tmp_path / "o" / "stream" / "report.json").read_text())
+    assert report["frames"] == sum(sent) and report["reconnects"] == 1
+    assert report["gaps"][0]["after_frame"] == sent[0] - 1 and report["lost_s"] >= 0
+    assert report["ended_by"].startswith("reconnect failed (2 attempts")  # the server has gone: refused
+    assert "reconnects 1" in res.stderr
+
+
+def test_without_reconnect_a_closed_connection_ends_the_run_flushed(sample, tmp_path):
+    server, port = _tcp_server(sample, sessions=1)
+    res = _live([f"tcp://127.0.0.1:{port}", "--lookahead", "5", "--timeout", "3", "--out", tmp_path / "o"])
+    sent = _sessions_sent(server)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sent[0])) and {o["session"] for o in objs} == {0}
+    report = json.loads((tmp_path / "o" / "stream" / "report.json").read_text())
+    assert report["frames"] == sent[0] and report["reconnects"] == 0 and report["ended_by"] == "end"
+
+
+@pytest.mark.parametrize("source", ["file", "-"])
+def test_reconnect_refused_on_a_file_or_stdin(sample, tmp_path, source):
+    res = subprocess.run(CLI + ["live", str(sample) if source == "file" else "-", "--reconnect", "3", "--out",
+                                str(tmp_path / "never")], input=b"", capture_output=True, timeout=60, env=ENV)
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2, err
+    assert len(err.splitlines()) == 1 and "--reconnect 3" in err and "not a network URL" in err
+    assert not (tmp_path / "never").exists()
