@@ -197,9 +197,9 @@ def test_network_source_on_loopback(sample, tmp_path):
     assert [o["frame"] for o in _lines(stdout)] == list(range(sent))
 
 
-def _tcp_server(video: Path, sessions: int, speed: float = 2.0) -> tuple[subprocess.Popen, int]:
+def _tcp_server(video: Path, sessions: int, speed: float = 2.0, hold: float = 0.0) -> tuple[subprocess.Popen, int]:
     server = subprocess.Popen([sys.executable, str(SERVER), str(video), "--sessions", str(sessions), "--speed",
-                               str(speed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                               str(speed), "--hold", str(hold)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     return server, int(server.stdout.readline().split()[-1])
 
 
@@ -226,6 +226,28 @@ def test_reconnect_continues_indices_and_times_over_a_closed_connection(sample, 
     assert report["gaps"][0]["after_frame"] == sent[0] - 1 and report["lost_s"] >= 0
     assert report["ended_by"].startswith("reconnect failed (2 attempts")  # the server has gone: refused
     assert "reconnects 1" in res.stderr
+
+
+def test_reconnect_after_a_stall(sample, tmp_path):
+    """The connection stays open but silent for longer than --timeout (2 s): the run reconnects; the server
+    accepts again 0.5 s later (within the new connection's --timeout); the time lost shows in the stream
+    times."""
+    server, port = _tcp_server(sample, sessions=2, hold=2.5)
+    res = _live([f"tcp://127.0.0.1:{port}", "--lookahead", "0", "--timeout", "2", "--reconnect", "1",
+                 "--reconnect-wait", "0", "--out", tmp_path / "o"])
+    sent = _sessions_sent(server)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(len(objs))) and len(sent) == 2
+    first = sum(o["session"] == 0 for o in objs)
+    # a stalled connection never reaches its end: FFmpeg still holds its last packets (a few frames)
+    assert sent[0] - 12 <= first <= sent[0], (first, sent)
+    assert sent[1] - 12 <= len(objs) - first <= sent[1]  # (the server holds the second one too)
+    report = json.loads((tmp_path / "o" / "stream" / "report.json").read_text())
+    (gap,) = report["gaps"]
+    assert gap["ended_by"].startswith(("stalled", "error")) and gap["lost_s"] >= 0.5, gap  # capture may lag the network
+    t = {o["frame"]: o["time"] for o in objs}
+    assert t[first] - t[first - 1] >= gap["lost_s"]  # the gap shows in the stream times
 
 
 def test_without_reconnect_a_closed_connection_ends_the_run_flushed(sample, tmp_path):
