@@ -1,5 +1,6 @@
 """abaw-rt live: a live source from a pipe (a subprocess writing MPEG-TS at real-time pace), NDJSON checks,
-lookahead by indices, causal mode, a killed source, bad input. One thread everywhere (OMP_NUM_THREADS=1)."""
+lookahead by indices, causal mode, a killed source, bad input, reconnecting a tcp:// source. One thread
+everywhere (OMP_NUM_THREADS=1)."""
 
 from __future__ import annotations
 
@@ -269,3 +270,16 @@ def test_reconnect_refused_on_a_file_or_stdin(sample, tmp_path, source):
     assert res.returncode == 2, err
     assert len(err.splitlines()) == 1 and "--reconnect 3" in err and "not a network URL" in err
     assert not (tmp_path / "never").exists()
+
+
+def test_reconnect_refused_on_a_camera_accepted_on_a_url():
+    from abaw_rt.errors import AbawRtError
+    from abaw_rt.pipeline.stream.live import LiveConfig
+    from abaw_rt.pipeline.stream.source import LiveSource
+
+    with pytest.raises(AbawRtError, match="'/dev/video0' is a camera, not a network URL"):
+        LiveConfig(reconnect=1).check_source(LiveSource("/dev/video0", "camera"))
+    LiveConfig(reconnect=1).check_source(LiveSource("rtsp://camera.local/stream", "url"))
+    LiveConfig().check_source(LiveSource("-", "stdin"))  # 0: off, nothing to refuse
+    with pytest.raises(AbawRtError, match="--reconnect -1"):
+        LiveConfig(reconnect=-1).check()
