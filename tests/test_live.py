@@ -1,5 +1,6 @@
 """abaw-rt live: a live source from a pipe (a subprocess writing MPEG-TS at real-time pace), NDJSON checks,
-lookahead by indices, causal mode, a killed source, bad input. One thread everywhere (OMP_NUM_THREADS=1)."""
+lookahead by indices, causal mode, a killed source, bad input, reconnecting a tcp:// source. One thread
+everywhere (OMP_NUM_THREADS=1)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
 FEEDER = Path(__file__).with_name("live_feeder.py")
+SERVER = Path(__file__).with_name("live_tcp_server.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 CLI = [sys.executable, "-c", "import sys; sys.argv[0] = 'abaw-rt'; from abaw_rt.cli import run; run()"]
 
@@ -194,3 +196,90 @@ def test_network_source_on_loopback(sample, tmp_path):
     stdout, stderr = live.communicate(timeout=60)
     assert live.returncode == 0, stderr
     assert [o["frame"] for o in _lines(stdout)] == list(range(sent))
+
+
+def _tcp_server(video: Path, sessions: int, speed: float = 2.0, hold: float = 0.0) -> tuple[subprocess.Popen, int]:
+    server = subprocess.Popen([sys.executable, str(SERVER), str(video), "--sessions", str(sessions), "--speed",
+                               str(speed), "--hold", str(hold)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return server, int(server.stdout.readline().split()[-1])
+
+
+def _sessions_sent(server: subprocess.Popen) -> list[int]:
+    server.wait(timeout=60)
+    return [int(n) for n in server.stderr.read().strip().split()[1:]]
+
+
+def test_reconnect_continues_indices_and_times_over_a_closed_connection(sample, tmp_path):
+    """The server sends the clip, closes, accepts again and sends it once more; then refuses connections."""
+    server, port = _tcp_server(sample, sessions=2)
+    res = _live([f"tcp://127.0.0.1:{port}", "--lookahead", "5", "--timeout", "3", "--reconnect", "2",
+                 "--reconnect-wait", "0.2", "--out", tmp_path / "o"])
+    sent = _sessions_sent(server)
+    assert res.returncode == 0, res.stderr
+    assert len(sent) == 2, sent
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sum(sent)))  # both sessions, indices continue
+    assert [o["session"] for o in objs] == [0] * sent[0] + [1] * sent[1]
+    times = [o["time"] for o in objs]
+    assert all(b > a for a, b in zip(times, times[1:]))  # the second session's restarted clock placed after
+    report = json.loads((tmp_path / "o" / "stream" / "report.json").read_text())
+    assert report["frames"] == sum(sent) and report["reconnects"] == 1
+    assert report["gaps"][0]["after_frame"] == sent[0] - 1 and report["lost_s"] >= 0
+    assert report["ended_by"].startswith("reconnect failed (2 attempts")  # the server has gone: refused
+    assert "reconnects 1" in res.stderr
+
+
+def test_reconnect_after_a_stall(sample, tmp_path):
+    """The connection stays open but silent for longer than --timeout (2 s): the run reconnects; the server
+    accepts again 0.5 s later (within the new connection's --timeout); the time lost shows in the stream
+    times."""
+    server, port = _tcp_server(sample, sessions=2, hold=2.5)
+    res = _live([f"tcp://127.0.0.1:{port}", "--lookahead", "0", "--timeout", "2", "--reconnect", "1",
+                 "--reconnect-wait", "0", "--out", tmp_path / "o"])
+    sent = _sessions_sent(server)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(len(objs))) and len(sent) == 2
+    first = sum(o["session"] == 0 for o in objs)
+    # a stalled connection never reaches its end: FFmpeg still holds its last packets (a few frames)
+    assert sent[0] - 12 <= first <= sent[0], (first, sent)
+    assert sent[1] - 12 <= len(objs) - first <= sent[1]  # (the server holds the second one too)
+    report = json.loads((tmp_path / "o" / "stream" / "report.json").read_text())
+    (gap,) = report["gaps"]
+    assert gap["ended_by"].startswith(("stalled", "error")) and gap["lost_s"] >= 0.5, gap  # capture may lag the network
+    t = {o["frame"]: o["time"] for o in objs}
+    assert t[first] - t[first - 1] >= gap["lost_s"]  # the gap shows in the stream times
+
+
+def test_without_reconnect_a_closed_connection_ends_the_run_flushed(sample, tmp_path):
+    server, port = _tcp_server(sample, sessions=1)
+    res = _live([f"tcp://127.0.0.1:{port}", "--lookahead", "5", "--timeout", "3", "--out", tmp_path / "o"])
+    sent = _sessions_sent(server)
+    assert res.returncode == 0, res.stderr
+    objs = _lines(res.stdout)
+    assert [o["frame"] for o in objs] == list(range(sent[0])) and {o["session"] for o in objs} == {0}
+    report = json.loads((tmp_path / "o" / "stream" / "report.json").read_text())
+    assert report["frames"] == sent[0] and report["reconnects"] == 0 and report["ended_by"] == "end"
+
+
+@pytest.mark.parametrize("source", ["file", "-"])
+def test_reconnect_refused_on_a_file_or_stdin(sample, tmp_path, source):
+    res = subprocess.run(CLI + ["live", str(sample) if source == "file" else "-", "--reconnect", "3", "--out",
+                                str(tmp_path / "never")], input=b"", capture_output=True, timeout=60, env=ENV)
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2, err
+    assert len(err.splitlines()) == 1 and "--reconnect 3" in err and "not a network URL" in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_reconnect_refused_on_a_camera_accepted_on_a_url():
+    from abaw_rt.errors import AbawRtError
+    from abaw_rt.pipeline.stream.live import LiveConfig
+    from abaw_rt.pipeline.stream.source import LiveSource
+
+    with pytest.raises(AbawRtError, match="'/dev/video0' is a camera, not a network URL"):
+        LiveConfig(reconnect=1).check_source(LiveSource("/dev/video0", "camera"))
+    LiveConfig(reconnect=1).check_source(LiveSource("rtsp://camera.local/stream", "url"))
+    LiveConfig().check_source(LiveSource("-", "stdin"))  # 0: off, nothing to refuse
+    with pytest.raises(AbawRtError, match="--reconnect -1"):
+        LiveConfig(reconnect=-1).check()

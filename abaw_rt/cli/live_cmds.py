@@ -62,6 +62,8 @@ def _summary_table(summary: dict) -> None:
         f"{summary['latency_bound_ms']}",
     )
     err.print(table)
+    if summary["reconnects"]:
+        err.print(f"reconnects {summary['reconnects']}, {summary['lost_s']:.2f} s lost", highlight=False)
 
 
 class _LiveView:
@@ -104,6 +106,12 @@ def live(
     shed_backlog: Annotated[int, typer.Option(
         "--shed-backlog", min=0, help="Shed frames (repeat the last features) while this many wait (0: never).")
     ] = 8,
+    reconnect: Annotated[int, typer.Option(
+        "--reconnect", min=0, metavar="N", help="Network URLs: when the source closes or stalls, reopen it up to N "
+        "times per break (0: never); frame indices and times continue, NDJSON 'session' counts the reconnects.")
+    ] = 0,
+    reconnect_wait: Annotated[float, typer.Option(
+        "--reconnect-wait", min=0.0, metavar="S", help="With --reconnect: seconds between two attempts.")] = 1.0,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", file_okay=False, help="Also write ABAW files, predictions.csv and report.json at the end.")] = None,
     plot: Annotated[bool, typer.Option(help="With --out: write plot.png.")] = False,
@@ -124,7 +132,7 @@ def live(
 
     A frame is emitted once --lookahead later frames have arrived; windows end at the newest frame and
     only windows already run count. The source ending, stalling (--timeout) or Ctrl-C flushes every frame
-    received (exit 0, or 130 for Ctrl-C). README, "abaw-rt live".
+    received (exit 0, or 130 for Ctrl-C); --reconnect N reopens a network URL first. README, "abaw-rt live".
     """
     from abaw_rt.cuda.gpu import resolve_device
     from abaw_rt.pipeline.jobs import FusionChoice, JobRunner, VideoJob
@@ -134,9 +142,10 @@ def live(
     from abaw_rt.pipeline.stream.source import parse_source
 
     live_cfg = LiveConfig(lookahead=lookahead, hop=hop, realtime=realtime, timeout=timeout, stall=timeout,
-                          shed_backlog=shed_backlog)
+                          shed_backlog=shed_backlog, reconnect=reconnect, reconnect_wait=reconnect_wait)
     live_cfg.check()
     src = parse_source(source)
+    live_cfg.check_source(src)
     if out_dir is not None:
         _check_out_parent(out_dir)
     threads = pin_threads(threads)

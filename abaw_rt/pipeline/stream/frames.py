@@ -29,6 +29,7 @@ class FrameRow:
     face: bool
     shed: bool
     features: dict[str, np.ndarray] = field(default_factory=dict)  # extractor name -> (dim,)
+    session: int = 0  # reconnects of the source before this frame (``LiveConfig.reconnect``)
 
 
 class HoldTracker:

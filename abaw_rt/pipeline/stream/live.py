@@ -5,6 +5,13 @@ fusion, stitching, sinks). A full queue blocks the decoder; long before it fills
 (``frames.FrameFeatures``). The run ends when the source closes, stalls (``stall`` seconds without a frame)
 or on Ctrl-C; every frame received is then made final with the windows run so far plus one ending at the
 last frame, and handed to the sinks.
+
+``reconnect`` (network URLs only): when the source closes or stalls, the session so far is flushed as above,
+and the URL is reopened up to ``reconnect`` times, ``reconnect_wait`` s apart (a session that delivers a frame
+resets the count). Each session starts fresh (faces, audio clock, windows: no window spans a gap, whose length
+is unknown); frame indices continue, and times continue after the last frame: the new session's first frame
+is placed ``max(1/fps, capture gap)`` after it, so a stream whose timestamps restart never goes backwards.
+NDJSON ``session`` counts the reconnects before a frame; the summary has ``reconnects``, ``lost_s`` and ``gaps``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from abaw_rt.pipeline.report import StageTimes
 from abaw_rt.pipeline.stream import DEFAULT_HOP, DEFAULT_LOOKAHEAD
 from abaw_rt.pipeline.stream.reader import END, FrameReader, LiveDecoder
 from abaw_rt.pipeline.stream.sinks import Latency, emit
-from abaw_rt.pipeline.stream.source import LiveSource
-
+from abaw_rt.pipeline.stream.source import URL_SCHEMES, LiveSource
+_KIND_NAMES = {"file": "a file", "camera": "a camera", "stdin": "stdin", "url": "a URL"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class LiveConfig:
     stall: float = 10.0  # seconds without a frame after which the stream counts as ended
     queue: int = 32  # decoded frames buffered between the decoder and the features stage
     shed_backlog: int = 8  # frames waiting in that queue from which frames are shed (0: never shed)
+    reconnect: int = 0  # network URLs: reopen a closed or stalled source up to this many times per break (0: never)
+    reconnect_wait: float = 1.0  # seconds between two attempts (a server restarting needs a moment)
 
     def check(self) -> None:
         if self.lookahead < 0:
@@ -43,6 +52,16 @@ class LiveConfig:
             raise AbawRtError(f"--hop {self.hop}: expected >= 1 frame")
         if self.timeout <= 0 or self.stall <= 0:
             raise AbawRtError(f"--timeout {self.timeout}: expected > 0 seconds")
+        if self.reconnect < 0 or self.reconnect_wait < 0:
+            raise AbawRtError(f"--reconnect {self.reconnect} --reconnect-wait {self.reconnect_wait}: expected >= 0")
+
+    def check_source(self, source: LiveSource) -> None:
+        """``reconnect`` is for network URLs; on a file, camera or stdin it is refused, not ignored."""
+        if self.reconnect and source.kind != "url":
+            raise AbawRtError(
+                f"--reconnect {self.reconnect}: source '{source.text}' is {_KIND_NAMES[source.kind]}, not a network URL "
+                f"({', '.join(URL_SCHEMES)}); there is nothing to reopen"
+            )
 
 
 class LiveRun:
@@ -51,23 +70,20 @@ class LiveRun:
     Args:
         pipe: the pipeline (models loaded, a fusion runner).
         source: the parsed SOURCE.
-        cfg: lookahead, hop and the real-time knobs.
+        cfg: lookahead, hop, the real-time knobs and reconnection.
         sinks: objects with ``put(emitted, emit_wall, latency_s)`` (``sinks.NdjsonSink``, ``RecordSink``).
     """
 
     def __init__(self, pipe, source: LiveSource, cfg: LiveConfig, sinks):
-        from abaw_rt.pipeline.stream.frames import FrameFeatures
         from abaw_rt.pipeline.stream.stitch import LiveStitcher
-        from abaw_rt.pipeline.stream.windows import WindowAssembler, WindowRunner
+        from abaw_rt.pipeline.stream.windows import WindowRunner
 
         cfg.check()
+        cfg.check_source(source)
         self.pipe, self.source, self.cfg = pipe, source, cfg
         self.times = StageTimes()
         self.latency = Latency()
         self.sinks = list(sinks) + [self.latency]
-        paced = source.kind != "file" or cfg.realtime  # a file read as fast as it decodes never sheds: it waits
-        self.features = FrameFeatures(pipe, cfg.shed_backlog if paced else 0, self.times)
-        self.assembler = WindowAssembler(pipe.model_cfg, pipe.window)
         self.windows = WindowRunner(pipe.fusion, self.times)
         widths = {s.name: s.shape[-1] for s in pipe.fusion.output_specs}
         self.stitcher = LiveStitcher(widths, pipe.config.merge, cfg.lookahead)
@@ -76,28 +92,62 @@ class LiveRun:
         self.interrupted = False
         self.first_time: float | None = None
         self.last_time: float | None = None
+        self.last_mono: float | None = None
+        self.session = 0  # reconnects so far
+        self.base = 0  # index of this session's first frame
+        self.offset = 0.0  # added to this session's stream times (they restart when the source is reopened)
+        self.gaps: list[dict] = []
+        self.done = {"shed": 0, "detections": 0}  # counts of the sessions before this one
+        self.features = None
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """Per-session state: faces, features and audio clock, and the window assembler."""
+        from abaw_rt.pipeline.stream.frames import FrameFeatures
+        from abaw_rt.pipeline.stream.windows import WindowAssembler
+
+        if self.features is not None:
+            self.done = {"shed": self.done["shed"] + self.features.shed,
+                         "detections": self.done["detections"] + self.features.detections}
+        paced = self.source.kind != "file" or self.cfg.realtime  # a file read as fast as it decodes never sheds
+        self.features = FrameFeatures(self.pipe, self.cfg.shed_backlog if paced else 0, self.times)
+        self.assembler = WindowAssembler(self.pipe.model_cfg, self.pipe.window)
+        self.base = self.frames
+        self._ended = False
+
+    def _open(self) -> None:
+        config = self.pipe.config
+        audio = self.features.audio
+        self.decoder = LiveDecoder(self.source, self.cfg.timeout, threads=config.decode_threads,
+                                   audio=bool(self.features.audio_extractors), max_side=config.max_side,
+                                   audio_sink=audio.put if audio is not None else None)
+        self.reader = FrameReader(self.decoder, self.cfg.queue, convert=bool(self.features.visual),
+                                  realtime=self.cfg.realtime).start()
 
     def run(self) -> dict:
-        """Read until the source ends or Ctrl-C; flush; return the run's summary (KeyboardInterrupt is not
-        re-raised: ``summary["interrupted"]`` says so and the CLI exits 130)."""
+        """Read until the source ends (after any reconnections) or Ctrl-C; flush; return the run's summary
+        (KeyboardInterrupt is not re-raised: ``summary["interrupted"]`` says so and the CLI exits 130)."""
         wall0 = time.perf_counter()
-        config = self.pipe.config
-        decoder = LiveDecoder(self.source, self.cfg.timeout, threads=config.decode_threads,
-                              audio=bool(self.features.audio_extractors), max_side=config.max_side,
-                              audio_sink=self.features.audio.put if self.features.audio is not None else None)
-        reader = FrameReader(decoder, self.cfg.queue, convert=bool(self.features.visual), realtime=self.cfg.realtime)
-        reader.start()
+        self._open()
         try:
             with self._signals_as_flag():
-                self._read(reader, decoder)
+                item = self.reader.get(self.cfg.timeout + self.cfg.stall, self._stopped)
+                if item is END and not self.interrupted:
+                    raise AbawRtError(f"source '{self.source.text}': no video frame within "
+                                      f"{self.cfg.timeout + self.cfg.stall:g} s")
+                while item is not END:
+                    self.features.check_audio(self.decoder.stats, self.source.text)
+                    self._read(item)
+                    item = self._reconnect()
         except KeyboardInterrupt as exc:  # Ctrl-C before the handlers were in (or off the main thread)
             self.interrupted = getattr(exc, "signum", 2)
         finally:
-            reader.close()
-        for row in self.features.finish():
-            self._row(row)
-        self._flush()
-        return self._summary(reader, decoder, time.perf_counter() - wall0)
+            self.reader.close()
+        self._end_session()
+        return self._summary(time.perf_counter() - wall0)
+
+    def _stopped(self) -> bool:
+        return bool(self.interrupted)
 
     @contextlib.contextmanager
     def _signals_as_flag(self):
@@ -116,60 +166,111 @@ class LiveRun:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _read(self, reader: FrameReader, decoder) -> None:
-        stopped = lambda: bool(self.interrupted)  # noqa: E731
-        first = self.cfg.timeout + self.cfg.stall  # the first frame: opening may take the timeout
-        item = reader.get(first, stopped)
-        if item is END:
-            if self.interrupted:
-                return
-            raise AbawRtError(f"source '{self.source.text}': no video frame within {first:g} s")
-        self.features.check_audio(decoder.stats, self.source.text)
+    def _read(self, item) -> None:
+        """One session, from its first captured frame until its source ends."""
         while item is not END:
-            for row in self.features.push(item, reader.backlog()):
+            for row in self.features.push(item, self.reader.backlog()):
                 self._row(row)
-            item = reader.get(self.cfg.stall, stopped)
+            item = self.reader.get(self.cfg.stall, self._stopped)
+
+    def _reconnect(self):
+        """The session ended: with ``reconnect``, flush it and reopen the URL; the new session's first frame,
+        or ``END`` (no reconnection asked, interrupted, or every attempt failed: ``reader.ended_by`` says why)."""
+        if not self.cfg.reconnect or self.interrupted:
+            return END
+        broke = self.reader.ended_by
+        self._end_session()
+        for attempt in range(1, self.cfg.reconnect + 1):
+            if self._sleep(self.cfg.reconnect_wait):
+                return END
+            self.reader.close()
+            self._fresh()
+            self._open()
+            try:
+                item = self.reader.get(self.cfg.timeout + self.cfg.stall, self._stopped)
+                if item is not END:
+                    self.features.check_audio(self.decoder.stats, self.source.text)
+            except AbawRtError as exc:
+                self.reader.ended_by, item = f"error: {exc}", END
+            if item is not END:
+                self._new_session(item, broke, attempt)
+                return item
+            if self.interrupted:
+                return END
+        self.reader.ended_by = f"reconnect failed ({self.cfg.reconnect} attempts, last: {self.reader.ended_by})"
+        return END
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, polling Ctrl-C; True when interrupted."""
+        until = time.monotonic() + seconds
+        while not self.interrupted and (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        return bool(self.interrupted)
+
+    def _new_session(self, first, broke: str, attempts: int) -> None:
+        """Place the new session's frames after the last one: ``max(1/fps, capture gap)`` later."""
+        step = 1.0 / (self.decoder.stats.declared_fps or 25.0)
+        gap = first.mono - self.last_mono
+        self.offset = self.last_time + max(step, gap) - first.frame.time
+        self.session += 1
+        self.gaps.append({"after_frame": self.frames - 1, "ended_by": broke, "attempts": attempts,
+                          "lost_s": round(max(0.0, gap - step), 3)})
+
+    def _end_session(self) -> None:
+        """Every frame of this session made final (its frames waiting for audio, one window at the end)."""
+        if self._ended:
+            return
+        self._ended = True
+        for row in self.features.finish():
+            self._row(row)
+        self._flush()
 
     def _row(self, row) -> None:
-        row.index = self.frames  # consecutive, as the assembler counts
+        row.index = self.frames  # consecutive over sessions; the assembler counts from the session's start
+        row.time += self.offset
+        row.session = self.session
         self.frames += 1
         self.first_time = row.time if self.first_time is None else self.first_time
-        self.last_time = row.time
+        self.last_time, self.last_mono = row.time, row.mono
         self.stitcher.add_frame(row)
         self.assembler.add(row.features)
-        if self.frames % self.cfg.hop == 0:
+        if (self.frames - self.base) % self.cfg.hop == 0:
             self._run_window()
         emit(self.sinks, self.stitcher.ready(self.last_window_end), self.frames)
 
     def _run_window(self) -> None:
         start, inputs = self.assembler.latest()
-        self.stitcher.add_window(start, self.windows.run(inputs))
+        self.stitcher.add_window(self.base + start, self.windows.run(inputs))
         self.last_window_end = self.frames - 1
 
     def _flush(self) -> None:
-        if self.frames == 0:
+        if self.frames == self.base:
             return
         if self.last_window_end != self.frames - 1:
             self._run_window()
         emit(self.sinks, self.stitcher.ready(self.last_window_end) + self.stitcher.flush(), self.frames)
 
-    def _summary(self, reader: FrameReader, decoder, wall: float) -> dict:
-        span = (self.last_time - self.first_time) if self.frames > 1 else 0.0
-        fps = (self.frames - 1) / span if span > 0 else decoder.stats.declared_fps
+    def _summary(self, wall: float) -> dict:
+        lost = sum(g["lost_s"] for g in self.gaps)
+        span = (self.last_time - self.first_time - lost) if self.frames > 1 else 0.0
+        fps = (self.frames - 1) / span if span > 0 else self.decoder.stats.declared_fps
         return {
             "source": self.source.text,
             "kind": self.source.kind,
             "frames": self.frames,
             "fps": round(fps, 4) if fps else None,
             "wall_s": round(wall, 3),
-            "ended_by": "interrupted" if self.interrupted else reader.ended_by,
+            "ended_by": "interrupted" if self.interrupted else self.reader.ended_by,
             "interrupted": bool(self.interrupted),
             "signal": int(self.interrupted) if self.interrupted else None,
             "live": asdict(self.cfg),
             "window": self.pipe.window,
             "windows_run": self.windows.runs,
-            "shed_frames": self.features.shed,
-            "detections": self.features.detections,
+            "shed_frames": self.done["shed"] + self.features.shed,
+            "detections": self.done["detections"] + self.features.detections,
+            "reconnects": len(self.gaps),
+            "lost_s": round(lost, 3),
+            "gaps": self.gaps,
             "latency": self.latency.summary(),
             "latency_bound_ms": round(1000.0 * self.cfg.lookahead / fps + 150.0, 1) if fps else None,
             "stages": self.times.summary(wall),

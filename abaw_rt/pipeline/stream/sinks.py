@@ -3,8 +3,9 @@
 NDJSON, one object per frame, in frame order, written and flushed as each frame becomes final:
 ``frame`` (0-based index), ``time`` (presentation time, s), ``capture_time`` / ``emit_time`` (Unix time, s),
 ``latency_ms`` (capture to emission), ``received`` (frames received when it was emitted: at least
-``frame + 1 + lookahead`` except for the frames flushed when the stream ended), ``face`` (a face was found; false also for frames filled from the last
-face), ``shed`` (features repeated from the previous frame under load), ``values`` (valence, arousal clipped
+``frame + 1 + lookahead`` except for the frames flushed when the stream ended or broke), ``face`` (a face was found; false also for frames filled from the last
+face), ``shed`` (features repeated from the previous frame under load), ``session`` (reconnects of the source
+before this frame: 0 without ``--reconnect``), ``values`` (valence, arousal clipped
 to [-1, 1]; ``expr``: the class name; ``au``: 0/1 per AU) and ``probabilities`` (expr: per class; au: per AU).
 """
 
@@ -43,6 +44,7 @@ def frame_object(e, emit_wall: float, latency_s: float) -> dict:
         "received": e.received,
         "face": bool(row.face),
         "shed": bool(row.shed),
+        "session": int(getattr(row, "session", 0)),
         "values": values,
         "probabilities": probs,
     }
