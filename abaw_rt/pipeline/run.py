@@ -114,18 +114,20 @@ class Pipeline:
         no_detector(self.visual)
 
     def features(
-        self, source: Source, progress: Progress | None = None, expected: int | None = None, fill: bool = True
+        self, source: Source, progress: Progress | None = None, expected: int | None = None, fill: bool = True,
+        windows: bool = False,
     ) -> VideoFeatures:
         """Decode, detect, align and extract one source.
 
         ``fill``: missing-face rows take the nearest face's features (``store.fill_from_nearest``); off for
-        the feature store, which keeps rows as found and fills at read time.
+        the feature store, which keeps rows as found and fills at read time. ``windows`` (infer, a video): the
+        fusion windows run while decoding (``window_feed.WindowFeed``) and ``features`` stays empty.
         """
         from abaw_rt.pipeline.images import image_features
         from abaw_rt.pipeline.video import video_features
 
         if source.is_video:
-            vf = video_features(self, source, progress, expected)
+            vf = video_features(self, source, progress, expected, windows=windows)
         else:
             vf = image_features(self.extractors, source, progress)
         if self.visual:
@@ -156,12 +158,19 @@ class Pipeline:
         from abaw_rt.pipeline.facts import source_report
         from abaw_rt.pipeline.outputs import VideoPrediction
         from abaw_rt.pipeline.predict import predict_windows
+        from abaw_rt.pipeline.window_feed import Replan
 
         if self.fusion is None:
             raise AbawRtError("this pipeline has no fusion model (it was built for feature extraction)")
         wall0 = time.perf_counter()
-        vf = self.features(source, progress, expected)
-        merged, decisions, count = predict_windows(self.fusion, self.model_cfg, vf, self.window, self.stride, self.config)
+        vf = self.features(source, progress, expected, windows=source.is_video)
+        try:  # a video: windows ran while it was decoded, only the last batch is left
+            merged, decisions, count = vf.windows.finish(vf.frame_times, vf.face_found) if vf.windows else (
+                predict_windows(self.fusion, self.model_cfg, vf, self.window, self.stride, self.config))
+        except Replan:  # frame times went back at the end: once more on the whole-video path
+            wall0 = time.perf_counter()
+            vf = self.features(source, progress, expected)
+            merged, decisions, count = predict_windows(self.fusion, self.model_cfg, vf, self.window, self.stride, self.config)
         report = source_report(self, vf, time.perf_counter() - wall0, plan_count=count)
         return VideoPrediction(
             name=source.name, source=source.path, frame_times=vf.frame_times, face_found=vf.face_found,
