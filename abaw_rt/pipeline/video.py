@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from array import array
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class FaceStage:
         self.chunks = FeatureChunks(visual)
         store = store or self.chunks.store  # live: a callback taking each frame's features as they come
         self.batcher = CropBatcher(visual, store=store, timer=lambda name, s: times.add(f"extract:{name}", s))
-        self.found: list[bool] = []
+        self.found = array("B")  # 1 byte a frame (a list holds an 8-byte pointer per frame)
         self.tracker = tracker or FaceTracker(
             detector.detect, config.detect_every, config.face, on_detect=lambda s: times.add("detect", s)
         )
@@ -73,13 +74,13 @@ def _frame_source(decoder, config, convert: bool, times: StageTimes):
     return decoder.frames(), "decode"
 
 
-def _read_frames(decoder, config, stream, faces, times, report, feed=None) -> list[float]:
+def _read_frames(decoder, config, stream, faces, times, report, feed=None) -> array:
     """Run every frame through the audio pump and the face stage; returns the frames' timestamps.
 
     ``report``: callback(frames done) every 10 frames, or None. ``feed``: a ``WindowFeed`` offered every frame.
     """
     frames, wait_stage = _frame_source(decoder, config, faces is not None, times)
-    frame_times: list[float] = []
+    frame_times = array("d")  # 8 bytes a frame, not a 32-byte Python float in a list
     try:
         while True:
             t = time.perf_counter()

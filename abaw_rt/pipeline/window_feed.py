@@ -35,7 +35,7 @@ class Rows:
     def put(self, idx: np.ndarray, rows: np.ndarray) -> None:
         need = int(idx[-1]) + 1 - self.base
         if need > len(self.data):
-            grown = np.zeros((max(need, 2 * len(self.data)),) + self.data.shape[1:], self.data.dtype)
+            grown = np.zeros((max(need, len(self.data) * 3 // 2),) + self.data.shape[1:], self.data.dtype)
             grown[: self.end - self.base] = self.data[: self.end - self.base]
             self.data = grown
         self.data[idx - self.base] = rows
