@@ -203,7 +203,7 @@ def main() -> None:
         "flat_margin_mb": FLAT_MARGIN_MB,
         "what_grows": "decoded frames, the audio track and the features are held in constant memory (audio "
         "features and fusion windows run while decoding, pipeline/window_feed.py); what still grows with length "
-        "are the per-frame outputs (stitched predictions, timestamps, face mask) and about 350 bytes a frame "
+        "are the per-frame outputs (stitched predictions, timestamps, face mask, timing records) and some memory "
         "outside the Python heap, not yet found",
     }
     result = {
