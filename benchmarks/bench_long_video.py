@@ -201,9 +201,10 @@ def main() -> None:
         "growth_bytes_per_frame": round((long - short) * 2**20 / (runs["long"]["frames"] - runs["short"]["frames"])),
         "flat": long - short <= FLAT_MARGIN_MB,
         "flat_margin_mb": FLAT_MARGIN_MB,
-        "what_grows": "decoded frames and the audio track are held in constant memory (audio features are made "
-        "while decoding); what still grows with length are the per-frame arrays whole-video stitching keeps: "
-        "features (n x feature dims), stitched predictions, the output text and the plot",
+        "what_grows": "decoded frames, the audio track and the features are held in constant memory (audio "
+        "features and fusion windows run while decoding, pipeline/window_feed.py); what still grows with length "
+        "are the per-frame outputs (stitched predictions, timestamps, face mask, timing records) and some memory "
+        "outside the Python heap, not yet found",
     }
     result = {
         "benchmark": "long_video",

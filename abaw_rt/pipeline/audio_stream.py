@@ -84,11 +84,7 @@ class AudioStream:
         from abaw_rt.pipeline.extractors import Stretch
 
         frame_times = np.asarray(frame_times, np.float64)
-        if self._t0 is None:
-            self._t0 = float(frame_times[0])
-        self._limit = float(frame_times[-1])
-        self._take()
-        self._run(final=True)
+        self.finish_windows(frame_times)
         out = {}
         t0 = float(frame_times[0])
         for c in self.cursors:
@@ -104,6 +100,14 @@ class AudioStream:
             w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
             out[c.extractor.name] = (1 - w) * feats[lo] + w * feats[hi]
         return out
+
+    def finish_windows(self, frame_times: np.ndarray) -> None:
+        """After the last frame: the remaining windows, left in ``cursors[i].feats`` (``finish`` without gathering)."""
+        if self._t0 is None:
+            self._t0 = float(frame_times[0])
+        self._limit = float(frame_times[-1])
+        self._take()
+        self._run(final=True)
 
     def drain(self, last_time: float) -> None:
         """Streaming use, after the last frame: cut and run every remaining window the frames need

@@ -25,6 +25,7 @@ class VideoFeatures:
     times: StageTimes
     info: dict = field(default_factory=dict)  # decode / faces / audio facts for the report
     wall: float = 0.0  # seconds for stages 1-3
+    windows: object | None = None  # infer: the ``WindowFeed`` that ran windows while decoding (features then empty)
 
     @property
     def frames(self) -> int:

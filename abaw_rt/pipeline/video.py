@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from array import array
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class FaceStage:
         self.chunks = FeatureChunks(visual)
         store = store or self.chunks.store  # live: a callback taking each frame's features as they come
         self.batcher = CropBatcher(visual, store=store, timer=lambda name, s: times.add(f"extract:{name}", s))
-        self.found: list[bool] = []
+        self.found = array("B")  # 1 byte a frame (a list holds an 8-byte pointer per frame)
         self.tracker = tracker or FaceTracker(
             detector.detect, config.detect_every, config.face, on_detect=lambda s: times.add("detect", s)
         )
@@ -73,13 +74,13 @@ def _frame_source(decoder, config, convert: bool, times: StageTimes):
     return decoder.frames(), "decode"
 
 
-def _read_frames(decoder, config, stream, faces, times, report) -> list[float]:
+def _read_frames(decoder, config, stream, faces, times, report, feed=None) -> array:
     """Run every frame through the audio pump and the face stage; returns the frames' timestamps.
 
-    ``report``: callback(frames done) every 10 frames, or None.
+    ``report``: callback(frames done) every 10 frames, or None. ``feed``: a ``WindowFeed`` offered every frame.
     """
     frames, wait_stage = _frame_source(decoder, config, faces is not None, times)
-    frame_times: list[float] = []
+    frame_times = array("d")  # 8 bytes a frame, not a 32-byte Python float in a list
     try:
         while True:
             t = time.perf_counter()
@@ -94,6 +95,8 @@ def _read_frames(decoder, config, stream, faces, times, report) -> list[float]:
                 faces.push(frame)
             else:
                 frame.release()
+            if feed is not None:
+                feed.step(frame_times, faces.found if faces is not None else ())
             if report and (frame.index % 10 == 0):
                 report(frame.index + 1)
     finally:
@@ -101,10 +104,16 @@ def _read_frames(decoder, config, stream, faces, times, report) -> list[float]:
     return frame_times
 
 
-def _audio_features(audio, stream, stats, ft: np.ndarray, source: Source, strict: bool):
+def _audio_features(audio, stream, stats, ft: np.ndarray, source: Source, strict: bool, feed=None):
     """({name: (n, dim)} audio features, names skipped): a video without audio raises when ``strict``
-    (a fusion model needs them), else keeps only its visual features."""
-    audio_feats = stream.finish(ft) if stream is not None and stats.audio_stream else {}
+    (a fusion model needs them), else keeps only its visual features. With ``feed`` the last windows run
+    and the ``WindowFeed`` takes their features (none are returned)."""
+    audio_feats = {}
+    if stream is not None and stats.audio_stream:
+        if feed is not None:
+            stream.finish_windows(ft)
+        else:
+            audio_feats = stream.finish(ft)
     feats, skipped = {}, []
     for e in audio:
         if not stats.audio_stream:
@@ -112,15 +121,20 @@ def _audio_features(audio, stream, stats, ft: np.ndarray, source: Source, strict
                 raise AbawRtError(f"video '{source.path}': has no audio track, but the model needs audio feature '{e.name}'")
             skipped.append(e.name)  # extract: a video without audio keeps only its visual features
             continue
-        feats[e.name] = audio_feats[e.name]
+        if feed is None:
+            feats[e.name] = audio_feats[e.name]
     return feats, skipped
 
 
-def video_features(pipe, source: Source, progress: Progress | None, expected: int | None) -> VideoFeatures:
+def video_features(
+    pipe, source: Source, progress: Progress | None, expected: int | None, windows: bool = False
+) -> VideoFeatures:
     """Stages 1-3 of one video with the loaded models of ``pipe`` (a ``Pipeline`` inside its context).
 
-    Audio features are made while decoding (``AudioStream``: constant memory for long videos).
+    Audio features are made while decoding (``AudioStream``: constant memory for long videos). ``windows``
+    (infer): fusion windows run while decoding (``WindowFeed``); the result's ``features`` stay empty.
     """
+    from abaw_rt.pipeline.window_feed import WindowFeed
     from abaw_rt.pipeline.audio_stream import AudioStream
     from abaw_rt.pipeline.decode import VideoDecoder
 
@@ -137,21 +151,24 @@ def video_features(pipe, source: Source, progress: Progress | None, expected: in
         max_side=config.max_side,
         audio_sink=stream.put if stream is not None else None,
     )
+    feed = WindowFeed(pipe, times, stream) if windows else None
     faces = None
     if visual:
         if pipe.detector is None:
             pipe.no_detector()
-        faces = FaceStage(visual, pipe.detector, config, times)
+        faces = FaceStage(visual, pipe.detector, config, times, store=feed.store if feed else None)
     report = (lambda done: progress(source.name, done, expected)) if progress else None
-    frame_times = _read_frames(decoder, config, stream, faces, times, report)
+    frame_times = _read_frames(decoder, config, stream, faces, times, report, feed)
     if faces is not None:
         faces.finish()
     n = len(frame_times)
     if progress:
         progress(source.name, n, n)
-    feats = faces.chunks.arrays(n) if faces is not None else {}
+    feats = faces.chunks.arrays(n) if faces is not None and feed is None else {}
     ft = np.asarray(frame_times, dtype=np.float64)
-    audio_feats, skipped = _audio_features(audio, stream, decoder.stats, ft, source, strict=pipe.fusion is not None)
+    audio_feats, skipped = _audio_features(
+        audio, stream, decoder.stats, ft, source, strict=pipe.fusion is not None, feed=feed
+    )
     feats.update(audio_feats)
     fps = measured_fps(ft) or decoder.stats.declared_fps
     face_found = np.asarray(faces.found, dtype=bool) if faces is not None else np.ones(n, dtype=bool)
@@ -160,4 +177,6 @@ def video_features(pipe, source: Source, progress: Progress | None, expected: in
         "faces": face_facts(bool(visual), face_found, faces.tracker.detections if faces else 0, config),
         "audio": audio_facts(bool(audio), stream, decoder.stats, ft, skipped),
     }
-    return VideoFeatures(source, feats, face_found, ft, fps, times, info, wall=time.perf_counter() - wall0)
+    return VideoFeatures(
+        source, feats, face_found, ft, fps, times, info, wall=time.perf_counter() - wall0, windows=feed
+    )

@@ -65,7 +65,9 @@ class OrtRunner(Runner):
         self.session = None
 
     def _activate(self) -> None:
-        self.session = open_session(self.path, self.provider, self.provider_options, self.threads)
+        # no memory pattern: onnxruntime plans (and keeps) one more arena block per new feed shape, and a long
+        # video's fusion calls see several batch sizes (+14 MB measured; README, "Live and streaming inference")
+        self.session = open_session(self.path, self.provider, self.provider_options, self.threads, mem_pattern=False)
         self._check_session()
         self._output_names = [s.name for s in self.output_specs]
 
@@ -173,6 +175,7 @@ def open_session(
     threads: int | None = None,
     spin: bool = True,
     what: str = "ONNX",
+    mem_pattern: bool = True,
 ):
     """An onnxruntime session on ``provider`` (falling back to CPU for unsupported nodes), quiet logs.
 
@@ -180,6 +183,7 @@ def open_session(
         threads: intra-op threads (None: onnxruntime's default, one per core); inter-op stays 1.
         spin: let idle intra-op threads spin between calls (onnxruntime's default).
         what: how errors name the graph.
+        mem_pattern: onnxruntime's memory-pattern planning (its default; off keeps memory flat across shapes).
     """
     ort = require_module("onnxruntime", "gpu" if provider != "cpu" else "dev")
     wanted = PROVIDERS[provider]
@@ -193,6 +197,7 @@ def open_session(
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.enable_mem_pattern = mem_pattern
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [(wanted, dict(provider_options or {}))]
