@@ -283,3 +283,13 @@ def test_reconnect_refused_on_a_camera_accepted_on_a_url():
     LiveConfig().check_source(LiveSource("-", "stdin"))  # 0: off, nothing to refuse
     with pytest.raises(AbawRtError, match="--reconnect -1"):
         LiveConfig(reconnect=-1).check()
+
+
+def test_extractor_backend_names_an_extractor_of_the_spec(sample, tmp_path):
+    """live takes infer's --extractor-backend; a name the spec lacks is refused before any frame is read."""
+    res = subprocess.run(CLI + ["live", str(sample), "--extractor-backend", "nosuch=cpu", "--out",
+                                str(tmp_path / "never")], capture_output=True, timeout=60, env=ENV)
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2, err
+    assert len(err.splitlines()) == 1 and "--extractor-backend" in err and "no extractor 'nosuch'" in err
+    assert not (tmp_path / "never").exists() and not res.stdout.strip()

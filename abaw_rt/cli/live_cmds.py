@@ -20,6 +20,7 @@ from abaw_rt.cli.options import (
     DetectorOpt,
     DeviceOpt,
     EngineOpt,
+    ExtractorBackendOpt,
     ExtractorsOpt,
     FaceOpt,
     ModelOpt,
@@ -122,6 +123,7 @@ def live(
     precision: PrecisionOpt = None,
     device: DeviceOpt = Device.cpu,
     extractors: ExtractorsOpt = None,
+    extractor_backend: ExtractorBackendOpt = None,
     detector: DetectorOpt = None,
     detect_every: DetectEveryOpt = 5,
     face: FaceOpt = FaceChoice.largest,
@@ -154,7 +156,8 @@ def live(
                           precision.value if precision else None, dev, threads)
     config = PipelineConfig(detect_every=detect_every, face=face, decode_threads=decode_threads, infer_threads=threads,
                             device=dev, plot=plot)
-    runner = JobRunner(VideoJob(out_dir or Path("."), config, fusion, extractors, detector))
+    runner = JobRunner(VideoJob(out_dir or Path("."), config, fusion, extractors, detector,
+                                  extractor_backends=tuple(extractor_backend or ())))
     record = RecordSink() if out_dir is not None else None
     sinks = [NdjsonSink(sys.stdout)] + ([record] if record else [])
     view = _LiveView() if err.is_terminal else None
