@@ -23,6 +23,40 @@ def centre_weights(length: int) -> np.ndarray:
     return np.minimum(t + 1, length - t).astype(np.float64)
 
 
+def window_weights(length: int, merge: Merge) -> np.ndarray:
+    """Each frame's weight in a window of ``length`` frames: 1 (uniform) or ``centre_weights`` (centre, none)."""
+    return np.ones(length) if merge is Merge.uniform else centre_weights(length)
+
+
+def accumulate(sums: Mapping[str, np.ndarray], weight: np.ndarray, w: np.ndarray,
+               outputs: Mapping[str, np.ndarray], merge: Merge) -> None:
+    """Add a window's outputs ({head: (n, k)}) into the n frames they cover, in place.
+
+    ``sums`` ({head: (n, k)} float64) and ``weight`` ((n,) float64) are views of those frames' running sums and
+    weights; ``w`` is the frames' weights in the window (``window_weights``). ``Merge.none`` keeps the
+    best-placed window's values (ties keep the earlier window)."""
+    if merge is Merge.none:
+        better = w > weight
+        for h, v in outputs.items():
+            sums[h][better] = v[better]
+        weight[...] = np.where(better, w, weight)
+        return
+    for h, v in outputs.items():
+        sums[h] += w[:, None] * v
+    weight += w
+
+
+def merged_rows(sums: Mapping[str, np.ndarray], weight: np.ndarray, merge: Merge, first: int = 0) -> dict[str, np.ndarray]:
+    """{head: (n, k) float32} merged values of n frames from their sums and weights; AbawRtError naming the first
+    frame no window covered (``first``: the absolute index of row 0)."""
+    missing = np.flatnonzero(weight == 0)
+    if len(missing):
+        raise AbawRtError(f"stitch: frame {int(missing[0]) + first + 1} is covered by no window (segment plan bug)")
+    if merge is Merge.none:
+        return {h: v.astype(np.float32) for h, v in sums.items()}
+    return {h: (v / weight[:, None]).astype(np.float32) for h, v in sums.items()}
+
+
 def to_probabilities(head: str, values: np.ndarray) -> np.ndarray:
     """A head's raw output -> the quantity averaged across windows."""
     values = np.asarray(values, dtype=np.float64)
@@ -55,28 +89,12 @@ class Stitcher:
         if start < 0 or start + length > self.frames:
             raise AbawRtError(f"stitch: window [{start}, {start + length}) outside the video's {self.frames} frames")
         sl = slice(start, start + length)
-        if self.merge is Merge.uniform:
-            w = np.ones(length)
-        else:
-            w = centre_weights(length)
-        if self.merge is Merge.none:
-            better = w > self._weight[sl]  # ties keep the earlier window
-            for h, v in outputs.items():
-                self._sum[h][sl][better] = v[better]
-            self._weight[sl] = np.where(better, w, self._weight[sl])
-            return
-        for h, v in outputs.items():
-            self._sum[h][sl] += w[:, None] * v
-        self._weight[sl] += w
+        w = window_weights(length, self.merge)
+        accumulate({h: v[sl] for h, v in self._sum.items()}, self._weight[sl], w, outputs, self.merge)
 
     def result(self) -> dict[str, np.ndarray]:
         """{head: (frames, k) float32} merged values; AbawRtError if a frame was never covered."""
-        missing = np.flatnonzero(self._weight == 0)
-        if len(missing):
-            raise AbawRtError(f"stitch: frame {int(missing[0]) + 1} is covered by no window (segment plan bug)")
-        if self.merge is Merge.none:
-            return {h: v.astype(np.float32) for h, v in self._sum.items()}
-        return {h: (v / self._weight[:, None]).astype(np.float32) for h, v in self._sum.items()}
+        return merged_rows(self._sum, self._weight, self.merge)
 
 
 def decide(head: str, merged: np.ndarray) -> np.ndarray:

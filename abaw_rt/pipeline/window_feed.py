@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from abaw_rt.pipeline.audio_track import AUDIO_RATE
-from abaw_rt.pipeline.stitch import centre_weights
+from abaw_rt.pipeline.stitch import accumulate, merged_rows, window_weights
 from abaw_rt.vocab import Merge
 
 
@@ -71,32 +71,18 @@ class TailStitcher:
             if r.end < start + length:
                 r.put(np.arange(r.end, start + length), np.zeros((start + length - r.end, r.data.shape[1])))
         sl = slice(start - self.weight.base, start + length - self.weight.base)
-        weight = self.weight.data[sl, 0]
-        w = np.ones(length) if self.merge is Merge.uniform else centre_weights(length)
-        if self.merge is Merge.none:
-            better = w > weight  # ties keep the earlier window
-            for h, v in outputs.items():
-                self.sums[h].data[sl][better] = v[better]
-            self.weight.data[sl, 0] = np.where(better, w, weight)
-            return
-        for h, v in outputs.items():
-            self.sums[h].data[sl] += w[:, None] * v
-        self.weight.data[sl, 0] += w
+        w = window_weights(length, self.merge)
+        accumulate({h: r.data[sl] for h, r in self.sums.items()}, self.weight.data[sl, 0], w, outputs, self.merge)
 
     def settle(self, upto: int) -> None:
         """Rows before ``upto`` are covered by every window they will get: out as float32, sums dropped."""
         base = self.weight.base
         if upto <= base:
             return
-        weight = self.weight.data[: upto - base, 0]
-        if np.any(weight == 0):
-            from abaw_rt.errors import AbawRtError
-
-            first = int(np.flatnonzero(weight == 0)[0]) + base
-            raise AbawRtError(f"stitch: frame {first + 1} is covered by no window (segment plan bug)")
+        merged = merged_rows({h: r.data[: upto - base] for h, r in self.sums.items()},
+                             self.weight.data[: upto - base, 0], self.merge, first=base)
         for h, s in self.sums.items():
-            v = s.data[: upto - base]
-            self.out[h].append(v.astype(np.float32) if self.merge is Merge.none else (v / weight[:, None]).astype(np.float32))
+            self.out[h].append(merged[h])
             s.drop(upto)
         self.weight.drop(upto)
 

@@ -9,19 +9,19 @@ one). Only frames not yet emitted are held (``lookahead + hop`` of them).
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from abaw_rt.pipeline.stitch import centre_weights, decide
+from abaw_rt.pipeline.stitch import accumulate, decide, merged_rows, window_weights
 from abaw_rt.vocab import Merge
 
 
 @dataclass
 class Pending:
     row: object  # FrameRow
-    sums: dict[str, np.ndarray]
-    weight: float = 0.0
+    sums: dict[str, np.ndarray]  # {head: (1, k)} float64
+    weight: np.ndarray = field(default_factory=lambda: np.zeros(1))  # (1,) float64
 
 
 @dataclass
@@ -42,41 +42,30 @@ class LiveStitcher:
         self._pending: collections.deque[Pending] = collections.deque()
 
     def add_frame(self, row) -> None:
-        self._pending.append(Pending(row, {h: np.zeros(k) for h, k in self.widths.items()}))
+        self._pending.append(Pending(row, {h: np.zeros((1, k)) for h, k in self.widths.items()}))
 
     def add_window(self, start: int, outputs: dict[str, np.ndarray]) -> None:
         """A window's outputs ({head: (length, k)} probabilities) covering frames [start, start + length)."""
         length = len(next(iter(outputs.values())))
-        w = np.ones(length) if self.merge is Merge.uniform else centre_weights(length)
+        w = window_weights(length, self.merge)
         for p in self._pending:
             i = p.row.index - start
-            if not 0 <= i < length:
-                continue
-            if self.merge is Merge.none:
-                if w[i] > p.weight:  # ties keep the earlier window, as offline
-                    p.sums = {h: np.asarray(v[i], np.float64) for h, v in outputs.items()}
-                    p.weight = float(w[i])
-                continue
-            for h, v in outputs.items():
-                p.sums[h] += w[i] * v[i]
-            p.weight += float(w[i])
+            if 0 <= i < length:
+                accumulate(p.sums, p.weight, w[i : i + 1], {h: v[i : i + 1] for h, v in outputs.items()}, self.merge)
 
     def ready(self, newest: int) -> list[Emitted]:
         """Frames final now that frame ``newest`` has arrived and its window has run."""
         out = []
-        while self._pending and self._pending[0].row.index + self.lookahead <= newest and self._pending[0].weight > 0:
+        while self._pending and self._pending[0].row.index + self.lookahead <= newest and self._pending[0].weight[0] > 0:
             out.append(self._final(self._pending.popleft()))
         return out
 
     def flush(self) -> list[Emitted]:
         """The stream ended (the last window has run): every frame still held."""
-        out = [self._final(p) for p in self._pending if p.weight > 0]
+        out = [self._final(p) for p in self._pending if p.weight[0] > 0]
         self._pending.clear()
         return out
 
     def _final(self, p: Pending) -> Emitted:
-        if self.merge is Merge.none:
-            merged = {h: v.astype(np.float32) for h, v in p.sums.items()}
-        else:
-            merged = {h: (v / p.weight).astype(np.float32) for h, v in p.sums.items()}
+        merged = {h: v[0] for h, v in merged_rows(p.sums, p.weight, self.merge).items()}
         return Emitted(p.row, merged, {h: decide(h, v[None])[0] for h, v in merged.items()})
