@@ -81,7 +81,7 @@ class AudioStream:
 
     def finish(self, frame_times: np.ndarray) -> dict[str, np.ndarray]:
         """After the last frame: the remaining windows, then {extractor name: (n, dim) features per frame}."""
-        from abaw_rt.pipeline.extractors import Stretch
+        from abaw_rt.pipeline.extractors import audio_window_count, stretch_to_frames
 
         frame_times = np.asarray(frame_times, np.float64)
         self.finish_windows(frame_times)
@@ -89,16 +89,10 @@ class AudioStream:
         t0 = float(frame_times[0])
         for c in self.cursors:
             s = c.extractor.spec
-            count = int(np.floor((float(frame_times[-1]) - t0) * AUDIO_RATE / s.hop)) + 2  # as audio_features
+            count = audio_window_count(t0, float(frame_times[-1]), s.hop)  # as audio_features
             feats = np.concatenate(c.feats)[:count]
             pos = (frame_times - t0) * AUDIO_RATE / s.hop
-            if s.stretch is Stretch.nearest:
-                out[c.extractor.name] = feats[np.clip(np.floor(pos + 0.5).astype(np.int64), 0, count - 1)]
-                continue
-            lo = np.clip(np.floor(pos).astype(np.int64), 0, count - 1)
-            hi = np.clip(lo + 1, 0, count - 1)
-            w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
-            out[c.extractor.name] = (1 - w) * feats[lo] + w * feats[hi]
+            out[c.extractor.name] = stretch_to_frames(pos, feats.__getitem__, count - 1, s.stretch)
         return out
 
     def finish_windows(self, frame_times: np.ndarray) -> None:

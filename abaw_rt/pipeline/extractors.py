@@ -119,8 +119,7 @@ class FeatureExtractor:
         s = self.spec
         t0 = float(frame_times[0])
         origin = t0 - s.window / (2 * AUDIO_RATE)
-        span = float(frame_times[-1]) - t0
-        count = int(np.floor(span * AUDIO_RATE / s.hop)) + 2  # one spare so every frame has a right neighbour
+        count = audio_window_count(t0, float(frame_times[-1]), s.hop)
         length = (count - 1) * s.hop + s.window
         wave = track.on_timeline(origin, length) if track is not None else np.zeros(length, np.float32)
         windows = np.lib.stride_tricks.sliding_window_view(wave, s.window)[:: s.hop][:count]
@@ -128,12 +127,24 @@ class FeatureExtractor:
             [self._run(np.ascontiguousarray(windows[i : i + s.batch])) for i in range(0, count, s.batch)]
         )
         pos = (np.asarray(frame_times, np.float64) - t0) * AUDIO_RATE / s.hop  # fractional window index per frame
-        if s.stretch is Stretch.nearest:
-            return feats[np.clip(np.floor(pos + 0.5).astype(np.int64), 0, count - 1)]
-        lo = np.clip(np.floor(pos).astype(np.int64), 0, count - 1)
-        hi = np.clip(lo + 1, 0, count - 1)
-        w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
-        return (1 - w) * feats[lo] + w * feats[hi]
+        return stretch_to_frames(pos, feats.__getitem__, count - 1, s.stretch)
+
+
+def audio_window_count(t0: float, last: float, hop: int) -> int:
+    """Audio windows laid over frame times ``t0`` .. ``last``: one spare so every frame has a right neighbour."""
+    return int(np.floor((last - t0) * AUDIO_RATE / hop)) + 2
+
+
+def stretch_to_frames(pos: np.ndarray, take: Callable[[np.ndarray], np.ndarray], top: int,
+                      stretch: "Stretch") -> np.ndarray:
+    """Window features -> one row per frame: ``pos`` is each frame's fractional window index, ``take(idx)`` returns
+    the windows' features at indices ``idx`` (clipped to ``[0, top]``); nearest window, or linear between the two."""
+    if stretch is Stretch.nearest:
+        return take(np.clip(np.floor(pos + 0.5).astype(np.int64), 0, top))
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, top)
+    hi = np.clip(lo + 1, 0, top)
+    w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
+    return (1 - w) * take(lo) + w * take(hi)
 
 
 def choose_backends(spec: PipelineSpec, choices: Sequence[str] = ()) -> PipelineSpec:

@@ -114,7 +114,7 @@ class AudioRows:
     def advance(self, frame_times, final: bool = False) -> None:
         """Rows for the next frames whose windows have been computed; ``final`` (after the last frame's windows):
         every remaining frame, clipped to the windows the whole video has (``Replan`` if a streamed row used more)."""
-        from abaw_rt.pipeline.extractors import Stretch
+        from abaw_rt.pipeline.extractors import Stretch, audio_window_count, stretch_to_frames
 
         self._collect()
         t0 = float(frame_times[0])
@@ -133,7 +133,7 @@ class AudioRows:
             low = np.floor(pos + 0.5) if s.stretch is Stretch.nearest else np.floor(pos)
             if len(low) and int(low.clip(0, None).min()) < wins.base:
                 raise Replan()
-            count = int(np.floor((float(frame_times[-1]) - t0) * AUDIO_RATE / s.hop)) + 2 if final else None
+            count = audio_window_count(t0, float(frame_times[-1]), s.hop) if final else None
             if final and self.max_index[name] > count - 1:
                 raise Replan()
             if count is None:
@@ -146,13 +146,7 @@ class AudioRows:
                 top = wins.end - 1
             else:
                 top = count - 1
-            if s.stretch is Stretch.nearest:
-                rows.append(wins.take(np.clip(np.floor(pos + 0.5).astype(np.int64), 0, top)))
-                continue
-            lo = np.clip(np.floor(pos).astype(np.int64), 0, top)
-            hi = np.clip(lo + 1, 0, top)
-            w = (pos - lo).clip(0, 1)[:, None].astype(np.float32)
-            rows.append((1 - w) * wins.take(lo) + w * wins.take(hi))
+            rows.append(stretch_to_frames(pos, wins.take, top, s.stretch))
 
     def drop(self, frame: int) -> None:
         """Forget rows before ``frame`` and the window features well before the last one used (frames that go

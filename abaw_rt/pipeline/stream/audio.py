@@ -54,7 +54,7 @@ class LiveAudio:
 
     def row(self, frame_time: float) -> dict[str, np.ndarray] | None:
         """{name: (dim,) float32} for the frame at ``frame_time``, or None while a window it needs has not run."""
-        from abaw_rt.pipeline.extractors import Stretch
+        from abaw_rt.pipeline.extractors import Stretch, stretch_to_frames
 
         t0 = self.stream._t0
         if t0 is None:
@@ -64,15 +64,9 @@ class LiveAudio:
             s = c.extractor.spec
             rows, base = self._rows[c.extractor.name], self._base[c.extractor.name]
             pos = (frame_time - t0) * AUDIO_RATE / s.hop
-            if s.stretch is Stretch.nearest:
-                k = max(int(np.floor(pos + 0.5)), 0)
-                if k >= base + len(rows):
-                    return None
-                out[c.extractor.name] = rows[k - base]
-                continue
-            lo = max(int(np.floor(pos)), 0)
-            if lo + 1 >= base + len(rows):
+            last = max(int(np.floor(pos + 0.5)), 0) if s.stretch is Stretch.nearest else max(int(np.floor(pos)), 0) + 1
+            if last >= base + len(rows):  # the window it needs has not run yet
                 return None
-            w = np.float32(min(max(pos - lo, 0.0), 1.0))
-            out[c.extractor.name] = (1 - w) * rows[lo - base] + w * rows[lo + 1 - base]
+            take = lambda idx, rows=rows, base=base: rows[idx - base]  # noqa: E731 (used at once)
+            out[c.extractor.name] = stretch_to_frames(np.array([pos]), take, base + len(rows) - 1, s.stretch)[0]
         return out
