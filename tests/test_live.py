@@ -76,12 +76,18 @@ def test_pipe_ndjson_one_object_per_frame_in_order_after_its_lookahead(sample, t
     assert report["frames"] == sent and report["ended_by"] == "end"
 
 
-def test_killed_source_ends_cleanly_with_frames_flushed(sample, tmp_path):
+def _live_on_pipe(sample, out, lookahead: int):
+    """A real-time MPEG-TS feeder piped into a running ``live -``, 2.5 s into the stream: (feeder, live)."""
     feeder = _feeder(sample)
-    live = subprocess.Popen(CLI + ["live", "-", "--lookahead", "25", "--threads", "1", "--out", str(tmp_path / "o")],
+    live = subprocess.Popen(CLI + ["live", "-", "--lookahead", str(lookahead), "--threads", "1", "--out", str(out)],
                             stdin=feeder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     feeder.stdout.close()
     time.sleep(2.5)
+    return feeder, live
+
+
+def test_killed_source_ends_cleanly_with_frames_flushed(sample, tmp_path):
+    feeder, live = _live_on_pipe(sample, tmp_path / "o", 25)
     feeder.send_signal(signal.SIGKILL)
     feeder.wait()
     stdout, stderr = live.communicate(timeout=60)
@@ -93,11 +99,7 @@ def test_killed_source_ends_cleanly_with_frames_flushed(sample, tmp_path):
 
 
 def test_interrupt_flushes_and_exits_130(sample, tmp_path):
-    feeder = _feeder(sample)
-    live = subprocess.Popen(CLI + ["live", "-", "--lookahead", "50", "--threads", "1", "--out", str(tmp_path / "o")],
-                            stdin=feeder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    feeder.stdout.close()
-    time.sleep(2.5)
+    feeder, live = _live_on_pipe(sample, tmp_path / "o", 50)
     live.send_signal(signal.SIGINT)
     stdout, stderr = live.communicate(timeout=60)
     feeder.kill()
