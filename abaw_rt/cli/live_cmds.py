@@ -54,11 +54,13 @@ def _write_out(out_dir: Path, source, record, summary: dict, plot: bool) -> Path
 def _summary_table(summary: dict) -> None:
     lat = summary["latency"]
     table = Table(title=f"abaw-rt live: {summary['source']} ({summary['ended_by']})")
-    for col in ("frames", "fps", "lookahead", "hop", "windows", "shed", "p50 ms", "p90 ms", "p99 ms", "bound ms"):
+    for col in ("frames", "fps", "lookahead", "hop", "windows", "shed", "windows shed",
+                "p50 ms", "p90 ms", "p99 ms", "bound ms"):
         table.add_column(col)
     table.add_row(
         str(summary["frames"]), f"{summary['fps'] or 0:.2f}", str(summary["live"]["lookahead"]),
         str(summary["live"]["hop"]), str(summary["windows_run"]), str(summary["shed_frames"]),
+        str(summary["windows_shed"]),
         *(f"{lat[k]:.1f}" if lat[k] is not None else "-" for k in ("p50_ms", "p90_ms", "p99_ms")),
         f"{summary['latency_bound_ms']}",
     )
@@ -107,6 +109,10 @@ def live(
     shed_backlog: Annotated[int, typer.Option(
         "--shed-backlog", min=0, help="Shed frames (repeat the last features) while this many wait (0: never).")
     ] = 8,
+    shed_hop: Annotated[int, typer.Option(
+        "--shed-hop", min=1, metavar="K", help="While shedding, skip fusion windows too, but run one at least every "
+        "K frames (the frames wait for it).")
+    ] = 25,
     reconnect: Annotated[int, typer.Option(
         "--reconnect", min=0, metavar="N", help="Network URLs: when the source closes or stalls, reopen it up to N "
         "times per break (0: never); frame indices and times continue, NDJSON 'session' counts the reconnects.")
@@ -144,7 +150,8 @@ def live(
     from abaw_rt.pipeline.stream.source import parse_source
 
     live_cfg = LiveConfig(lookahead=lookahead, hop=hop, realtime=realtime, timeout=timeout, stall=timeout,
-                          shed_backlog=shed_backlog, reconnect=reconnect, reconnect_wait=reconnect_wait)
+                          shed_backlog=shed_backlog, shed_hop=shed_hop, reconnect=reconnect,
+                          reconnect_wait=reconnect_wait)
     live_cfg.check()
     src = parse_source(source)
     live_cfg.check_source(src)

@@ -2,7 +2,8 @@
 
 Two threads: the decoder (``reader.FrameReader``, a bounded queue after it) and this one (faces, features,
 fusion, stitching, sinks). A full queue blocks the decoder; long before it fills, frames are shed
-(``frames.FrameFeatures``). The run ends when the source closes, stalls (``stall`` seconds without a frame)
+(``frames.FrameFeatures``) and so are fusion windows (``LiveRun._shed_window``; one still runs every ``shed_hop``
+frames). The run ends when the source closes, stalls (``stall`` seconds without a frame)
 or on Ctrl-C; every frame received is then made final with the windows run so far plus one ending at the
 last frame, and handed to the sinks.
 
@@ -42,6 +43,7 @@ class LiveConfig:
     stall: float = 10.0  # seconds without a frame after which the stream counts as ended
     queue: int = 32  # decoded frames buffered between the decoder and the features stage
     shed_backlog: int = 8  # frames waiting in that queue from which frames are shed (0: never shed)
+    shed_hop: int = 25  # while shedding, a window still runs at least every this many frames
     reconnect: int = 0  # network URLs: reopen a closed or stalled source up to this many times per break (0: never)
     reconnect_wait: float = 1.0  # seconds between two attempts (a server restarting needs a moment)
 
@@ -50,6 +52,8 @@ class LiveConfig:
             raise AbawRtError(f"--lookahead {self.lookahead}: expected >= 0 frames")
         if self.hop < 1:
             raise AbawRtError(f"--hop {self.hop}: expected >= 1 frame")
+        if self.shed_hop < 1:
+            raise AbawRtError(f"--shed-hop {self.shed_hop}: expected >= 1 frame")
         if self.timeout <= 0 or self.stall <= 0:
             raise AbawRtError(f"--timeout {self.timeout}: expected > 0 seconds")
         if self.reconnect < 0 or self.reconnect_wait < 0:
@@ -88,6 +92,7 @@ class LiveRun:
         widths = {s.name: s.shape[-1] for s in pipe.fusion.output_specs}
         self.stitcher = LiveStitcher(widths, pipe.config.merge, cfg.lookahead)
         self.last_window_end = -1  # newest frame of the last window run
+        self.windows_shed = 0  # window runs skipped while behind (``_window_due``)
         self.frames = 0
         self.interrupted = False
         self.first_time: float | None = None
@@ -235,8 +240,18 @@ class LiveRun:
         self.stitcher.add_frame(row)
         self.assembler.add(row.features)
         if (self.frames - self.base) % self.cfg.hop == 0:
-            self._run_window()
+            if self._shed_window():
+                self.windows_shed += 1
+            else:
+                self._run_window()
         emit(self.sinks, self.stitcher.ready(self.last_window_end), self.frames)
+
+    def _shed_window(self) -> bool:
+        """Behind (the decoder's queue holds ``shed_backlog`` frames or more, as for the frames): skip this window,
+        unless the last one ran ``shed_hop`` frames ago. The frames it would have made final wait for the next."""
+        shed_at = self.features.shed_backlog
+        behind = shed_at > 0 and self.reader.backlog() >= shed_at
+        return behind and self.frames - 1 - self.last_window_end < self.cfg.shed_hop
 
     def _run_window(self) -> None:
         start, inputs = self.assembler.latest()
@@ -266,6 +281,7 @@ class LiveRun:
             "live": asdict(self.cfg),
             "window": self.pipe.window,
             "windows_run": self.windows.runs,
+            "windows_shed": self.windows_shed,
             "shed_frames": self.done["shed"] + self.features.shed,
             "detections": self.done["detections"] + self.features.detections,
             "reconnects": len(self.gaps),
