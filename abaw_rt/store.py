@@ -145,31 +145,44 @@ class FeatureStore:
         extractors: Mapping[str, tuple[int, str]],
         fps: float | None = None,
     ) -> None:
-        """Store one video's features. ``extractors`` maps name -> (dim, modality)."""
-        _safe_name(video, "video")
+        """Store one video's features at once. ``extractors`` maps name -> (dim, modality)."""
         n = len(face_found)
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._locked():  # several writers (Ray workers) add videos to one store: one index update at a time
-            self._write_locked(video, n, features, face_found, extractors, fps)
-
-    def _write_locked(self, video, n, features, face_found, extractors, fps) -> None:
-        idx = self.index()
         for name, arr in features.items():
-            _safe_name(name, "extractor")
-            dim, modality = extractors[name]
+            dim = extractors[name][0] if name in extractors else None
             if arr.ndim != 2 or arr.shape != (n, dim):
                 raise AbawRtError(f"features '{name}' of video '{video}': got shape {arr.shape}, expected ({n}, {dim})")
+        writer = self.writer(video, {k: extractors[k] for k in features}, fps)
+        try:
+            writer.put(features, face_found)
+            writer.close()
+        finally:
+            writer.abort()
+
+    def writer(self, video: str, extractors: Mapping[str, tuple[int, str]], fps: float | None = None) -> "StoreWriter":
+        """A ``StoreWriter`` for one video's features as they come (``extract`` streams them; memory stays flat)."""
+        _safe_name(video, "video")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_extractors(self.index(), video, extractors)
+        return StoreWriter(self, video, extractors, fps)
+
+    def _check_extractors(self, idx: dict, video: str, extractors: Mapping[str, tuple[int, str]]) -> None:
+        for name, (dim, modality) in extractors.items():
+            _safe_name(name, "extractor")
             known = idx["extractors"].get(name)
             if known and (known["dim"] != dim or known["modality"] != modality):
                 raise AbawRtError(f"extractor '{name}': store has dim {known['dim']} ({known['modality']}), got {dim} ({modality})")
-            idx["extractors"][name] = {"dim": int(dim), "modality": modality}
-        for name, arr in features.items():
-            (self.root / name).mkdir(exist_ok=True)
-            _save_npy(self.root / name / f"{video}.npy", np.asarray(arr, dtype=np.float32))
-        (self.root / FACES).mkdir(exist_ok=True)
-        _save_npy(self.root / FACES / f"{video}.npy", np.asarray(face_found, dtype=bool))
-        idx["videos"][video] = {"frames": int(n), "fps": fps}
-        atomic_write_bytes(self.root / INDEX, json.dumps(idx, indent=1, sort_keys=True).encode())
+
+    def _publish(self, writer: "StoreWriter") -> None:
+        """A finished writer's files renamed into place and the video added to the index, under the store's lock."""
+        with self._locked():  # several writers (Ray workers) add videos to one store: one index update at a time
+            idx = self.index()
+            self._check_extractors(idx, writer.video, writer.extractors)
+            for name, (dim, modality) in writer.extractors.items():
+                idx["extractors"][name] = {"dim": int(dim), "modality": modality}
+            for f in writer.files.values():
+                f.publish()
+            idx["videos"][writer.video] = {"frames": int(writer.frames), "fps": writer.fps}
+            atomic_write_bytes(self.root / INDEX, json.dumps(idx, indent=1, sort_keys=True).encode())
 
     @contextlib.contextmanager
     def _locked(self):
@@ -252,10 +265,111 @@ class FeatureStore:
         return arr
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+class _NpyAppender:
+    """An .npy file of (rows, *shape) written row by row under a temporary name: the header (a fixed 128 bytes
+    for any row count) is rewritten with the final count, then ``publish`` renames it into place; the bytes equal
+    ``np.save``'s of the whole array."""
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...]):
+        import tempfile
+
+        self.path, self.dtype, self.shape, self.rows = Path(path), np.dtype(dtype), tuple(shape), 0
+        self.made_folder = not self.path.parent.exists()  # removed again if the video is discarded
+        self.path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        self.file = os.fdopen(fd, "wb")
+        self.file.write(self._header())
+
+    def _header(self) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": (self.rows, *self.shape)})
+        return buf.getvalue()
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape:
+            raise AbawRtError(f"feature file '{self.path}': rows of shape {rows.shape[1:]}, expected {self.shape}")
+        self.file.write(rows.tobytes())
+        self.rows += len(rows)
+
+    def finish(self) -> None:
+        header = self._header()
+        if len(header) != 128:  # np.save pads every 2-D float header of up to 10^12 rows to 128 bytes
+            raise AbawRtError(f"feature file '{self.path}': header of {len(header)} bytes, expected 128")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def publish(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+        if self.made_folder and not self.path.exists():
+            with contextlib.suppress(OSError):  # not empty: another video's files are there now
+                self.path.parent.rmdir()
+
+
+class StoreWriter:
+    """One video's features written into a ``FeatureStore`` as they come (``put`` in frame order, then ``close``).
+
+    Each extractor's rows and the face mask go to temporary files beside their final names; ``close`` fixes
+    their headers, renames them into place and adds the video to the index (under the store's lock), so a
+    reader sees the whole video or none of it; ``abort`` (or a killed writer, through ``discard_unindexed``)
+    leaves nothing.
+    """
+
+    def __init__(self, store: FeatureStore, video: str, extractors: Mapping[str, tuple[int, str]], fps: float | None):
+        self.store, self.video, self.extractors, self.fps = store, video, dict(extractors), fps
+        self.frames = 0
+        self.files: dict[str, _NpyAppender] = {}
+        try:
+            for name, (dim, _) in self.extractors.items():
+                self.files[name] = _NpyAppender(store.root / name / f"{video}.npy", np.float32, (int(dim),))
+            self.files[FACES] = _NpyAppender(store.root / FACES / f"{video}.npy", bool, ())
+        except OSError as exc:
+            self.abort()
+            raise AbawRtError(f"feature store '{store.root}': cannot write ({exc.strerror or exc})") from None
+
+    def put(self, features: Mapping[str, np.ndarray], face_found: np.ndarray) -> None:
+        """The next frames' rows: {extractor: (k, dim)} and their (k,) face mask."""
+        k = len(face_found)
+        for name in self.extractors:
+            if name not in features or len(features[name]) != k:
+                raise AbawRtError(f"features '{name}' of video '{self.video}': expected {k} rows")
+        try:
+            for name in self.extractors:
+                self.files[name].append(features[name])
+            self.files[FACES].append(np.asarray(face_found, dtype=bool))
+        except OSError as exc:
+            self.abort()
+            raise AbawRtError(f"feature store '{self.store.root}': cannot write ({exc.strerror or exc})") from None
+        self.frames += k
+
+    def close(self) -> None:
+        try:
+            for f in self.files.values():
+                f.finish()
+            self.store._publish(self)
+        except OSError as exc:
+            raise AbawRtError(f"feature store '{self.store.root}': cannot write ({exc.strerror or exc})") from None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the temporary files (those already published are not touched)."""
+        for f in self.files.values():
+            f.discard()
 
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:

@@ -112,10 +112,9 @@ def child(case: dict) -> dict:
     pipeline = Pipeline(load_spec(Path(case["spec"])), config, fusion, load_detector(Path(case["detector"])))
     (source,) = collect_sources([video])
     pipeline.check_sources([source])
-    with pipeline:
+    with pipeline, tempfile.TemporaryDirectory(prefix="abaw-rt-bench-") as scratch:  # outputs written, as infer does
         load_s = time.perf_counter() - start
-        pred = pipeline.infer(source)
-    r = pred.report
+        r = pipeline.infer_folder(source, Path(scratch), plot=False)
     result.update(
         frames=r["frames"],
         duration_s=r["duration_s"],

@@ -165,26 +165,43 @@ def test_bad_files_are_clear_errors(media, tmp_path):
         probe(audio_only(tmp_path / "audio.m4a"))
 
 
-def test_prefetch_thread_gives_the_same_frames_and_stops_early(media):
+def test_reader_thread_gives_the_same_frames_and_stops_early(media):
     import threading
 
-    from abaw_rt.pipeline.decode import prefetch
+    from abaw_rt.pipeline.stream.reader import FrameReader
 
     direct = [(f.index, f.time, f.rgb().sum()) for f in VideoDecoder(media / "cfr.mp4").frames()]
-    seconds = []
-    ahead = [
-        (f.index, f.time, f.rgb().sum())
-        for f in prefetch(VideoDecoder(media / "cfr.mp4").frames(), 4, on_frame=seconds.append)
-    ]
-    assert ahead == direct and len(seconds) == 30
-    gen = prefetch(VideoDecoder(media / "cfr.mp4").frames(), 2)
-    next(gen)
-    gen.close()  # the consumer stops early: the decoder thread ends and closes the file
+    reader = FrameReader(VideoDecoder(media / "cfr.mp4"), 4, strict=True).start()
+    caps = list(reader)
+    assert [(c.frame.index, c.frame.time, c.frame.rgb().sum()) for c in caps] == direct
+    assert all(c.decode_s > 0 for c in caps) and caps[0].mono <= caps[-1].mono
+    reader = FrameReader(VideoDecoder(media / "cfr.mp4"), 2, strict=True).start()
+    reader.get()
+    reader.close()  # the consumer stops early: the decoder thread ends and closes the file
     assert not [t for t in threading.enumerate() if t.name == "abaw-rt-decode"]
+    assert reader.ended_by == "stopped"
 
 
-def test_prefetch_raises_decoding_errors_in_the_consumer(media, tmp_path):
-    from abaw_rt.pipeline.decode import prefetch
+def test_reader_in_the_calling_thread_gives_the_same_frames(media):
+    import threading
 
-    with pytest.raises(AbawRtError, match="truncated or corrupt"):
-        list(prefetch(VideoDecoder(truncated_faststart(tmp_path / "half.mp4", tmp_path)).frames(), 4))
+    from abaw_rt.pipeline.stream.reader import FrameReader
+
+    before = threading.active_count()
+    reader = FrameReader(VideoDecoder(media / "cfr.mp4"), 0, strict=True).start()
+    assert threading.active_count() == before  # prefetch 0: no thread
+    assert [c.frame.index for c in reader] == list(range(30)) and reader.ended_by == "end"
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_reader_raises_decoding_errors_in_the_consumer(media, tmp_path, strict):
+    """A file that breaks (offline, strict) raises; a live stream that breaks after its first frames ends there."""
+    from abaw_rt.pipeline.stream.reader import END, FrameReader
+
+    reader = FrameReader(VideoDecoder(truncated_faststart(tmp_path / "half.mp4", tmp_path)), 4, strict=strict).start()
+    if strict:
+        with pytest.raises(AbawRtError, match="truncated or corrupt"):
+            list(reader)
+    else:
+        frames = list(reader)
+        assert frames and reader.get() is END and "truncated or corrupt" in reader.ended_by

@@ -42,15 +42,6 @@ def _check_out_parent(out_dir: Path) -> None:
         raise AbawRtError(f"output folder '{out_dir}': not writable ('{p}' is {'not a folder' if not p.is_dir() else 'read-only'})")
 
 
-def _write_out(out_dir: Path, source, record, summary: dict, plot: bool) -> Path:
-    from abaw_rt.pipeline.names import output_name
-    from abaw_rt.pipeline.outputs import VideoPrediction, check_out_dir, write_outputs
-
-    times, faces, merged, decisions = record.arrays()
-    pred = VideoPrediction(output_name(source.name), Path(source.text), times, faces, merged, decisions, dict(summary))
-    return write_outputs(check_out_dir(out_dir), pred, plot=plot)
-
-
 def _summary_table(summary: dict) -> None:
     lat = summary["latency"]
     table = Table(title=f"abaw-rt live: {summary['source']} ({summary['ended_by']})")
@@ -78,17 +69,17 @@ class _LiveView:
         self.live = Live(console=err, transient=True, refresh_per_second=4)
         self.shown = 0.0
 
-    def put(self, e, emit_wall: float, latency_s: float) -> None:
+    def put(self, rows, emit_wall: float, emit_mono: float) -> None:
         if emit_wall - self.shown < 0.25:
             return
         self.shown = emit_wall
-        d = e.decisions
-        va = f"valence {d['va'][0]:+.2f}  arousal {d['va'][1]:+.2f}  " if "va" in d else ""
         from abaw_rt.model.config import HEAD_LABELS
 
+        d, row = {h: v[-1] for h, v in rows.decisions.items()}, rows.frames[-1]  # the newest frame
+        va = f"valence {d['va'][0]:+.2f}  arousal {d['va'][1]:+.2f}  " if "va" in d else ""
         expr = f"{HEAD_LABELS['expr'][int(d['expr'])]:<10} " if "expr" in d else ""
-        self.live.update(f"frame {e.row.index}  {va}{expr}face {'yes' if e.row.face else 'no '}  "
-                         f"latency {latency_s * 1000:.0f} ms{'  (shed)' if e.row.shed else ''}")
+        self.live.update(f"frame {row.index}  {va}{expr}face {'yes' if row.face else 'no '}  "
+                         f"latency {(emit_mono - row.mono) * 1000:.0f} ms{'  (shed)' if row.shed else ''}")
 
 
 @app.command()
@@ -146,7 +137,9 @@ def live(
     from abaw_rt.pipeline.jobs import FusionChoice, JobRunner, VideoJob
     from abaw_rt.pipeline.run import PipelineConfig
     from abaw_rt.pipeline.stream.live import LiveConfig, LiveRun
-    from abaw_rt.pipeline.stream.sinks import NdjsonSink, RecordSink
+    from abaw_rt.pipeline.names import output_name
+    from abaw_rt.pipeline.outputs import OutputFolder
+    from abaw_rt.pipeline.stream.sinks import NdjsonSink
     from abaw_rt.pipeline.stream.source import parse_source
 
     live_cfg = LiveConfig(lookahead=lookahead, hop=hop, realtime=realtime, timeout=timeout, stall=timeout,
@@ -165,13 +158,19 @@ def live(
                             device=dev, plot=plot)
     runner = JobRunner(VideoJob(out_dir or Path("."), config, fusion, extractors, detector,
                                   extractor_backends=tuple(extractor_backend or ())))
-    record = RecordSink() if out_dir is not None else None
-    sinks = [NdjsonSink(sys.stdout)] + ([record] if record else [])
     view = _LiveView() if err.is_terminal else None
     with runner, (view.live if view else contextlib.nullcontext()):
-        summary = LiveRun(runner.pipeline, src, live_cfg, sinks + ([view] if view else [])).run()
-    if record is not None and summary["frames"]:
-        summary["outputs"] = {"folder": str(_write_out(out_dir, src, record, summary, plot))}
+        folder = None  # --out: written as frames are final, moved into place at the end (made at the first frame)
+        if out_dir is not None:
+            folder = OutputFolder(out_dir, output_name(src.name), Path(src.text), runner.pipeline.model_cfg.heads, plot)
+        try:
+            sinks = [NdjsonSink(sys.stdout)] + ([folder] if folder else []) + ([view] if view else [])
+            summary = LiveRun(runner.pipeline, src, live_cfg, sinks).run()
+            if folder is not None and summary["frames"]:
+                summary["outputs"] = {"folder": str(folder.close(dict(summary)))}
+        finally:
+            if folder is not None:
+                folder.abort()
     _summary_table(summary)
     if summary["interrupted"]:
         err.print("interrupted", highlight=False)

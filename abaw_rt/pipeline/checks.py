@@ -16,6 +16,16 @@ def no_detector(visual) -> None:
     )
 
 
+def no_face(pipe, source: Source, frames: int) -> None:
+    """Raise: the detector found no face in any frame of ``source`` (nothing to predict from)."""
+    what = "video" if source.is_video else "image folder"
+    raise AbawRtError(
+        f"{what} '{source.path}': no face found in any of its {frames} frames (detector "
+        f"'{pipe.detector_spec.onnx.name if pipe.detector_spec else None}', detection every "
+        f"{pipe.config.detect_every} frames); nothing to predict from"
+    )
+
+
 def check_sources(pipe, sources: Sequence[Source], skip_missing_audio: bool = False) -> dict[str, object]:
     """Probe every input before any work: readable, has video, has audio when audio features are needed.
 

@@ -2,8 +2,8 @@
 
 Frames are handed out one at a time and converted to RGB only when asked, each target size through
 its own ``VideoReformatter`` (one reformatter serving two sizes rebuilds its scaler every frame).
-``prefetch`` runs the decoder in a thread a few frames ahead (PyAV releases the GIL while decoding
-and converting), so that decoding overlaps with detection and feature extraction.
+``stream.reader.FrameReader`` runs the decoder in a thread a few frames ahead (PyAV releases the GIL while
+decoding and converting), so that decoding overlaps with detection and feature extraction.
 Audio is decoded in the same demux pass, resampled to mono 16 kHz float with ``av.AudioResampler``
 (flushed at the end) and kept with the timestamp of its first sample, so that it can be aligned to
 the frames by time rather than by counting: variable frame rate, audio that starts late or ends
@@ -22,7 +22,6 @@ from abaw_rt.errors import AbawRtError, require_module
 from abaw_rt.io import missing_reason
 from abaw_rt.pipeline.audio_track import _GAP_S, AUDIO_RATE, AudioTrack, _assemble, _Resampler  # noqa: F401
 from abaw_rt.pipeline.orientation import UPRIGHT, Orientation, orientation_of
-from abaw_rt.pipeline.prefetch import prefetch  # noqa: F401  (decode's public API since stage 1 began)
 from abaw_rt.pipeline.timeline import Clock, Timeline
 
 TRUNCATED_BELOW = 0.9  # decoded frames covering less than this share of the declared duration: a broken file

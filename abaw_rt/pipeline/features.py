@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -18,39 +18,17 @@ class VideoFeatures:
     """Stages 1-3 of one source: per-frame features by extractor name, with the face mask and timestamps."""
 
     source: Source
-    features: dict[str, np.ndarray]  # name -> (n, dim) float32, missing-face rows already filled
+    features: dict[str, np.ndarray]  # name -> (n, dim) float32 (``Pipeline.features``; empty when streamed)
     face_found: np.ndarray  # (n,) bool
     frame_times: np.ndarray  # (n,) seconds
     fps: float | None  # measured from the timestamps (declared rate for one-frame videos)
     times: StageTimes
     info: dict = field(default_factory=dict)  # decode / faces / audio facts for the report
     wall: float = 0.0  # seconds for stages 1-3
-    windows: object | None = None  # infer: the ``WindowFeed`` that ran windows while decoding (features then empty)
 
     @property
     def frames(self) -> int:
         return len(self.frame_times)
-
-
-class FeatureChunks:
-    """Batches of extractor outputs as they come ({name: [(frame indices, features)]}), one array each at the end."""
-
-    def __init__(self, extractors: Sequence) -> None:
-        self.extractors = list(extractors)
-        self.chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {e.name: [] for e in self.extractors}
-
-    def store(self, name: str, idx, feats: np.ndarray) -> None:
-        self.chunks[name].append((idx, feats))
-
-    def arrays(self, n: int) -> dict[str, np.ndarray]:
-        """{name: (n, dim) float32}: rows never stored (no face) stay zero."""
-        feats: dict[str, np.ndarray] = {}
-        for e in self.extractors:
-            arr = np.zeros((n, e.spec.dim), dtype=np.float32)
-            for idx, f in self.chunks[e.name]:
-                arr[idx] = f
-            feats[e.name] = arr
-        return feats
 
 
 def measured_fps(times: np.ndarray) -> float | None:

@@ -1,24 +1,31 @@
-"""Pipeline layer, stages 1-3 for an Aff-Wild2 image folder: read the aligned crops, resize, extract."""
+"""Pipeline layer, stages 1-3 for an Aff-Wild2 image folder: read the aligned crops, resize, extract.
+
+The features go into the same per-frame rows as a video's (``stream.rows.FeatureRows``, held whole: image
+folders are short) and on to the same consumers (fusion windows and sinks, or the feature store).
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
 from abaw_rt.errors import AbawRtError
-from abaw_rt.pipeline.features import FeatureChunks, Progress, VideoFeatures
+from abaw_rt.pipeline.features import Progress, VideoFeatures
 from abaw_rt.pipeline.inputs import IMAGE_FOLDER_FPS, Source, frame_images
 from abaw_rt.pipeline.report import StageTimes
 
 
-def image_features(extractors, source: Source, progress: Progress | None) -> VideoFeatures:
-    """The visual features of an image folder of aligned face crops (00001.jpg, ...).
+def image_run(extractors, source: Source, progress: Progress | None, consumer: Callable, fill: bool) -> VideoFeatures:
+    """The visual features of an image folder of aligned face crops (00001.jpg, ...), handed to
+    ``consumer(rows, times)``'s stage; returns what the report needs.
 
     Missing frame numbers are frames without a face; frame times assume ``IMAGE_FOLDER_FPS``.
     """
     from abaw_rt.errors import require_module
     from abaw_rt.pipeline.extractors import CropBatcher
+    from abaw_rt.pipeline.stream.rows import FeatureRows
 
     cv2 = require_module("cv2", "video")
     times = StageTimes()
@@ -26,8 +33,9 @@ def image_features(extractors, source: Source, progress: Progress | None) -> Vid
     visual = [e for e in extractors if e.spec.modality == "visual"]
     images = frame_images(source.path)
     n = max(images)
-    chunks = FeatureChunks(visual)
-    batcher = CropBatcher(visual, store=chunks.store, timer=lambda name, s: times.add(f"extract:{name}", s))
+    rows = FeatureRows({e.name: e.spec.dim for e in visual}, fill=fill, hold=True)
+    consume = consumer(rows, times)
+    batcher = CropBatcher(visual, store=rows.store, timer=lambda name, s: times.add(f"extract:{name}", s))
     found = np.zeros(n, dtype=bool)
     for number in sorted(images):
         with times.time("decode"):
@@ -44,6 +52,7 @@ def image_features(extractors, source: Source, progress: Progress | None) -> Vid
             progress(source.name, number, n)
     batcher.flush()
     ft = np.arange(n, dtype=np.float64) / IMAGE_FOLDER_FPS
+    consume.finish(ft, found)
     info = {
         "decode": {"images": len(images), "frames_from_numbers": n, "fps_assumed": IMAGE_FOLDER_FPS},
         "faces": {
@@ -55,4 +64,4 @@ def image_features(extractors, source: Source, progress: Progress | None) -> Vid
         },
         "audio": {"used": False, "track": False},
     }
-    return VideoFeatures(source, chunks.arrays(n), found, ft, None, times, info, wall=time.perf_counter() - wall0)
+    return VideoFeatures(source, {}, found, ft, None, times, info, wall=time.perf_counter() - wall0)

@@ -156,10 +156,4 @@ class JobRunner:
         """Process one source and write its outputs whole; returns its report."""
         if self.job.fusion is None:
             return self.pipeline.extract(source, self.store, progress, expected)
-        from abaw_rt.pipeline.outputs import write_outputs
-
-        pred = self.pipeline.infer(source, progress, expected)
-        pred.merged = {h: v for h, v in pred.merged.items() if h in self.wanted}
-        pred.decisions = {h: v for h, v in pred.decisions.items() if h in self.wanted}
-        write_outputs(self.job.out_dir, pred, plot=self.job.config.plot)
-        return pred.report
+        return self.pipeline.infer_folder(source, self.job.out_dir, self.wanted, progress=progress, expected=expected)

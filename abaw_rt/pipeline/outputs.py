@@ -1,8 +1,9 @@
-"""Pipeline layer, stage 5: per-video output files: ABAW-format predictions, predictions.csv, report.json, plot.png.
+"""Pipeline layer, stage 6 (sinks): per-video output files: ABAW-format predictions, predictions.csv, report.json, plot.png.
 
-All of one video's files are written (each atomically) into a hidden staging folder beside the final
-one, which is then renamed into place: a failed or interrupted run leaves no partial output, and a
-re-run replaces the previous folder as a whole.
+All of one video's files are written into a hidden staging folder beside the final one, rows appended as
+frames become final (``OutputFolder.put``: memory stays flat however long the video), then ``close`` adds
+report.json and plot.png and renames the folder into place: a failed or interrupted run leaves no partial
+output, and a re-run replaces the previous folder as a whole.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import socket
 import tempfile
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from types import SimpleNamespace
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,8 +36,24 @@ ABAW_TASK = {"va": "VA", "expr": "EXPR", "au": "AU"}  # file suffix per head: <v
 
 
 @dataclass
+class FinalRows:
+    """Frames ``[start, start + n)`` once final: what every sink (files, NDJSON, latency) takes."""
+
+    start: int  # index of the first frame (0-based)
+    times: np.ndarray  # (n,) seconds
+    faces: np.ndarray  # (n,) bool: False where features came from another frame with a face
+    merged: dict[str, np.ndarray]  # {head: (n, k)}: VA values, EXPR/AU probabilities
+    decisions: dict[str, np.ndarray]  # {head: VA (n, 2) clipped, EXPR (n,) class, AU (n, 12) 0/1}
+    frames: list | None = None  # live: each frame's ``FrameRow`` (capture clocks, shed, session)
+    received: int = 0  # live: frames received when these were emitted
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@dataclass
 class VideoPrediction:
-    """One video's stitched predictions and what the run learnt about it."""
+    """One video's stitched predictions and what the run learnt about it (every frame at once)."""
 
     name: str  # output name (file stem, plus _left/_right with --face left/right)
     source: Path  # the video file or image folder
@@ -48,10 +67,17 @@ class VideoPrediction:
     def frames(self) -> int:
         return len(self.frame_times)
 
+    def rows(self) -> FinalRows:
+        return FinalRows(0, self.frame_times, self.face_found, self.merged, self.decisions)
+
+
+def abaw_header(head: str) -> str:
+    """ABAW annotation format's header line (Zhou et al. 2023, the ABAW5 task definitions)."""
+    return ",".join(HEAD_LABELS[head])
+
 
 def abaw_lines(head: str, decisions: np.ndarray) -> Iterator[str]:
-    """ABAW annotation format: a header line, then one line per frame (Zhou et al. 2023, the ABAW5 task definitions)."""
-    yield ",".join(HEAD_LABELS[head])
+    """ABAW annotation format: one line per frame, after ``abaw_header``."""
     if head == "va":
         yield from (f"{v:.6f},{a:.6f}" for v, a in decisions)
     elif head == "expr":
@@ -70,27 +96,36 @@ def write_lines(path: Path, lines: Iterable[str]) -> None:
         os.fsync(f.fileno())
 
 
-def predictions_csv(pred: VideoPrediction) -> Iterator[str]:
-    """Lines of predictions.csv: frame (1-based), time, face_found, then per head: values / class and
+def csv_header(heads: Sequence[str]) -> str:
+    """predictions.csv's header: frame (1-based), time, face_found, then per head: values / class and
     probabilities / 0-1 and probabilities."""
     cols = ["frame", "time", "face_found"]
-    fmt = ["{}", "{:.6f}", "{}"]
-    for head in pred.merged:
+    for head in heads:
         labels = HEAD_LABELS[head]
         if head == "va":
             cols += list(labels)
-            fmt += ["{:.6f}"] * len(labels)
         elif head == "expr":
             cols += ["expr"] + [f"p_{x}" for x in labels]
-            fmt += ["{}"] + ["{:.6f}"] * len(labels)
         else:
             cols += list(labels) + [f"p_{x}" for x in labels]
-            fmt += ["{}"] * len(labels) + ["{:.6f}"] * len(labels)
-    yield ",".join(cols)
-    for i in range(pred.frames):
-        vals = [i + 1, float(pred.frame_times[i]), int(pred.face_found[i])]
-        for head, m in pred.merged.items():
-            d = pred.decisions[head]
+    return ",".join(cols)
+
+
+def _csv_formats(heads: Sequence[str]) -> list[str]:
+    fmt = ["{}", "{:.6f}", "{}"]
+    for head in heads:
+        k = len(HEAD_LABELS[head])
+        fmt += ["{:.6f}"] * k if head == "va" else ["{}"] + ["{:.6f}"] * k if head == "expr" else ["{}"] * k + ["{:.6f}"] * k
+    return fmt
+
+
+def csv_lines(rows: FinalRows, heads: Sequence[str]) -> Iterator[str]:
+    """predictions.csv's lines for ``rows`` (after ``csv_header``)."""
+    fmt = _csv_formats(heads)
+    for i in range(len(rows)):
+        vals = [rows.start + i + 1, float(rows.times[i]), int(rows.faces[i])]
+        for head in heads:
+            m, d = rows.merged[head], rows.decisions[head]
             if head == "va":
                 vals += [float(x) for x in d[i]]
             elif head == "expr":
@@ -98,6 +133,12 @@ def predictions_csv(pred: VideoPrediction) -> Iterator[str]:
             else:
                 vals += [int(x) for x in d[i]] + [float(x) for x in m[i]]
         yield ",".join(f.format(v) for f, v in zip(fmt, vals))
+
+
+def predictions_csv(pred: VideoPrediction) -> Iterator[str]:
+    """Lines of predictions.csv for a whole prediction."""
+    yield csv_header(list(pred.merged))
+    yield from csv_lines(pred.rows(), list(pred.merged))
 
 
 from abaw_rt.pipeline.plot import PLOT_BINS, _envelope, plot_png  # noqa: E402,F401 (plot.png; re-exported)
@@ -168,56 +209,160 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def write_outputs(out_dir: Path, pred: VideoPrediction, plot: bool = True) -> Path:
-    """Write one video's files into ``<out_dir>/<name>/`` as a whole; returns that folder.
+class _PlotRecord:
+    """What plot.png draws, kept per frame in compact arrays (about 20 bytes a frame for VA + EXPR)."""
 
-    Files: ``<name>.VA.txt`` / ``.EXPR.txt`` / ``.AU.txt`` (heads present), ``predictions.csv``,
-    ``report.json`` and ``plot.png``. Predictions that are not finite (NaN, inf: broken weights) are
-    refused before anything is written. Several processes may write the same output at once: each
-    result lands whole (the last one stays), and staging folders left by killed runs are removed.
+    def __init__(self, heads: Sequence[str]):
+        self.heads = list(heads)
+        self.times, self.faces = array("d"), array("B")
+        self.values = {h: [] for h in heads}
+
+    def put(self, rows: FinalRows) -> None:
+        self.times.extend(np.asarray(rows.times, np.float64))
+        self.faces.extend(np.asarray(rows.faces, np.uint8))
+        for h in self.heads:  # VA: the clipped values; EXPR: the class; AU: the probabilities
+            v = rows.merged[h] if h == "au" else rows.decisions[h]
+            self.values[h].append(np.asarray(v, np.float32 if h != "expr" else np.int8))
+
+    def png(self, name: str) -> bytes:
+        values = {h: np.concatenate(v) for h, v in self.values.items()}
+        pred = SimpleNamespace(name=name, frame_times=np.frombuffer(self.times, np.float64),
+                               face_found=np.frombuffer(self.faces, np.uint8).astype(bool), merged=values,
+                               decisions=values)
+        return plot_png(pred)
+
+
+class OutputFolder:
+    """One video's output folder, written as its frames become final (a sink: ``put``, then ``close``).
+
+    Files: ``<name>.VA.txt`` / ``.EXPR.txt`` / ``.AU.txt`` (``heads``), ``predictions.csv``, ``report.json`` and
+    ``plot.png``. Rows are appended to files in a hidden staging folder beside ``<out_dir>/<name>``;
+    ``close`` writes the report and the plot and renames the folder into place. Predictions that are not
+    finite (NaN, inf: broken weights) are refused, and nothing is left. Several processes may write the same
+    output at once: each result lands whole (the last one stays), and staging folders of killed runs go.
+
+    Args:
+        out_dir: the folder of per-video folders (``check_out_dir`` has proven it writable).
+        name: the video's output name.
+        source: the video (for messages).
+        heads: the heads to write (others in the rows are ignored).
+        plot: also draw plot.png (from a compact per-frame record).
     """
-    out_dir = Path(out_dir)
-    final = out_dir / pred.name
-    if pred.name in ("", ".", "..") or any(c in pred.name for c in "/\\\0") or final.parent != out_dir:
-        raise AbawRtError(f"output name {pred.name!r}: not a plain name inside the output folder '{out_dir}'")
-    check_finite(pred)
-    staging = None
+
+    def __init__(self, out_dir: Path, name: str, source: Path, heads: Sequence[str], plot: bool = True):
+        self.out_dir, self.name, self.source = Path(out_dir), name, Path(source)
+        self.final = self.out_dir / name
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0") or self.final.parent != self.out_dir:
+            raise AbawRtError(f"output name {name!r}: not a plain name inside the output folder '{self.out_dir}'")
+        self.heads = list(heads)
+        self.plot = _PlotRecord(self.heads) if plot else None
+        self.frames = 0
+        self.staging: Path | None = None
+        self._files: dict[str, object] = {}
+
+    def _open(self) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)  # live --out: made when the first frame is final
+            clean_stale(self.out_dir, self.name)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.name}.partial-{_owner()}-", dir=self.out_dir))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.staging, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the user's usual mode
+            for head in self.heads:
+                self._start(f"{self.name}.{ABAW_TASK[head]}.txt", abaw_header(head))
+            self._start("predictions.csv", csv_header(self.heads))
+        except OSError as exc:
+            self.abort()
+            raise AbawRtError(f"output folder '{self.final}': cannot write ({exc.strerror or exc})") from None
+
+    def _start(self, file: str, header: str) -> None:
+        f = self._files[file] = open(self.staging / file, "w", encoding="utf-8", newline="\n")
+        f.write(header + "\n")
+
+    def put(self, rows: FinalRows, *_) -> None:
+        """Append final rows (frames must come in order, each once)."""
+        if rows.start != self.frames:
+            raise AbawRtError(f"output '{self.final}': rows from frame {rows.start + 1}, expected {self.frames + 1} "
+                              "(pipeline bug)")
+        check_finite(self.source, rows, self.heads)
+        if self.staging is None:
+            self._open()
+        try:
+            for head in self.heads:
+                self._write(f"{self.name}.{ABAW_TASK[head]}.txt", abaw_lines(head, rows.decisions[head]))
+            self._write("predictions.csv", csv_lines(rows, self.heads))
+        except OSError as exc:
+            self.abort()
+            raise AbawRtError(f"output folder '{self.final}': cannot write ({exc.strerror or exc})") from None
+        if self.plot is not None:
+            self.plot.put(rows)
+        self.frames += len(rows)
+
+    def _write(self, file: str, lines: Iterable[str]) -> None:
+        f = self._files[file]
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+
+    def close(self, report: dict) -> Path:
+        """Write report.json (and plot.png), and move the folder into place; returns it."""
+        if self.staging is None:
+            self._open()
+        try:
+            for f in self._files.values():
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            files = list(self._files)
+            self._files = {}
+            if self.plot is not None and self.frames:
+                atomic_write_bytes(self.staging / "plot.png", self.plot.png(self.name))
+                files.append("plot.png")
+            files.append("report.json")
+            report["outputs"] = {"folder": str(self.final), "files": files}
+            atomic_write_bytes(self.staging / "report.json", (json.dumps(report, indent=1) + "\n").encode())
+            _swap_into_place(self.staging, self.final)
+        except OSError as exc:
+            raise AbawRtError(f"output folder '{self.final}': cannot write ({exc.strerror or exc})") from None
+        finally:
+            self.abort()
+        return self.final
+
+    def reset(self) -> None:
+        """Start again from frame 0 (the run is being redone): what was written so far is dropped."""
+        self.abort()
+        self.frames = 0
+        self.plot = _PlotRecord(self.heads) if self.plot is not None else None
+
+    def abort(self) -> None:
+        """Remove the staging folder (an interrupted or failed run leaves nothing)."""
+        for f in self._files.values():
+            with contextlib.suppress(OSError):
+                f.close()
+        self._files = {}
+        if self.staging is not None and self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging = None
+
+
+def write_outputs(out_dir: Path, pred: VideoPrediction, plot: bool = True) -> Path:
+    """Write one whole video's files into ``<out_dir>/<name>/`` (``OutputFolder`` with one put); returns that folder."""
+    folder = OutputFolder(out_dir, pred.name, pred.source, list(pred.merged), plot)
     try:
-        clean_stale(out_dir, pred.name)
-        staging = Path(tempfile.mkdtemp(prefix=f".{pred.name}.partial-{_owner()}-", dir=out_dir))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the user's usual mode
-        files = []
-        for head in pred.decisions:
-            f = staging / f"{pred.name}.{ABAW_TASK[head]}.txt"
-            write_lines(f, abaw_lines(head, pred.decisions[head]))
-            files.append(f.name)
-        write_lines(staging / "predictions.csv", predictions_csv(pred))
-        files.append("predictions.csv")
-        if plot:
-            atomic_write_bytes(staging / "plot.png", plot_png(pred))
-            files.append("plot.png")
-        files.append("report.json")
-        pred.report["outputs"] = {"folder": str(final), "files": files}
-        atomic_write_bytes(staging / "report.json", (json.dumps(pred.report, indent=1) + "\n").encode())
-        _swap_into_place(staging, final)
-    except OSError as exc:
-        raise AbawRtError(f"output folder '{final}': cannot write ({exc.strerror or exc})") from None
+        folder.put(pred.rows())
+        return folder.close(pred.report)
     finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+        folder.abort()
 
 
-def check_finite(pred: VideoPrediction) -> None:
+def check_finite(source: Path, rows: FinalRows, heads: Sequence[str]) -> None:
     """Refuse NaN / inf predictions (a model with broken weights, or one that overflows in fp16)."""
-    for head, values in pred.merged.items():
-        bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    for head in heads:
+        bad = ~np.isfinite(np.asarray(rows.merged[head], dtype=np.float64))
         if bad.any():
-            frame = int(np.argwhere(bad)[0][0]) + 1
+            frame = rows.start + int(np.argwhere(bad)[0][0]) + 1
             raise AbawRtError(
-                f"video '{pred.source}': the model's {head} outputs are not finite (NaN or inf) on "
+                f"video '{source}': the model's {head} outputs are not finite (NaN or inf) on "
                 f"{int(bad.any(axis=-1).sum()) if bad.ndim > 1 else int(bad.sum())} frame(s), first frame {frame}; "
                 "the model's weights are broken (or overflow at this precision)"
             )

@@ -1,10 +1,12 @@
-"""Pipeline layer: orchestration of decode -> faces -> features -> segments -> stitch, for several videos.
+"""Pipeline layer: orchestration of decode -> faces -> features -> windows -> stitch -> sinks, for several videos.
 
 ``Pipeline`` loads the detector, extractors and fusion runner once (entering its context) and then
 processes any number of videos or Aff-Wild2 image folders, timing every stage. Everything a run can
 refuse (missing extractor, wrong dim, no audio track for an audio model, unreadable video, unwritable
-output folder) is checked before the first frame is decoded. The stages live in their own modules
-(inputs, models, checks, video, images, predict, facts); this facade composes them.
+output folder) is checked before the first frame is decoded. A video goes through the streaming stages
+(``stream.offline.VideoRun``: the same stages ``abaw-rt live`` runs), its final rows handed to a sink as they
+come; an image folder through ``images.image_run``. The stages live in their own modules; this facade
+composes them.
 """
 
 from __future__ import annotations
@@ -113,67 +115,106 @@ class Pipeline:
     def no_detector(self):
         no_detector(self.visual)
 
-    def features(
-        self, source: Source, progress: Progress | None = None, expected: int | None = None, fill: bool = True,
-        windows: bool = False,
-    ) -> VideoFeatures:
-        """Decode, detect, align and extract one source.
-
-        ``fill``: missing-face rows take the nearest face's features (``store.fill_from_nearest``); off for
-        the feature store, which keeps rows as found and fills at read time. ``windows`` (infer, a video): the
-        fusion windows run while decoding (``window_feed.WindowFeed``) and ``features`` stays empty.
-        """
-        from abaw_rt.pipeline.images import image_features
-        from abaw_rt.pipeline.video import video_features
+    def _read(self, source: Source, consumer, progress, expected, fill: bool, hold: bool = False) -> VideoFeatures:
+        """Stages 1-3 of one source into ``consumer(rows, times)``'s stage (see ``stream.offline``)."""
+        from abaw_rt.pipeline.images import image_run
+        from abaw_rt.pipeline.stream.offline import VideoRun
 
         if source.is_video:
-            vf = video_features(self, source, progress, expected, windows=windows)
-        else:
-            vf = image_features(self.extractors, source, progress)
-        if self.visual:
-            if not vf.face_found.any():
-                raise AbawRtError(
-                    f"{'video' if source.is_video else 'image folder'} '{source.path}': no face found in any of its "
-                    f"{vf.frames} frames (detector '{self.detector_spec.onnx.name}', detection every "
-                    f"{self.config.detect_every} frames); nothing to predict from"
-                )
-            for e in self.visual if fill else ():
-                if e.name in vf.features:
-                    vf.features[e.name] = fill_from_nearest(vf.features[e.name], vf.face_found)
+            return VideoRun(self, source, progress, expected, fill=fill, hold=hold).run(consumer)
+        return image_run(self.extractors, source, progress, consumer, fill)
+
+    def _replanned(self, run, undo):
+        """``run(hold)`` streaming; once more holding every frame when the streamed rows cannot be proven
+        equal to the whole video's (``rows.Replan``: frame times that go back in time), after ``undo()``."""
+        from abaw_rt.pipeline.stream.rows import Replan
+
+        try:
+            return run(False)
+        except Replan:
+            undo()
+            return run(True)
+
+    def features(self, source: Source, progress: Progress | None = None, expected: int | None = None,
+                 fill: bool = True) -> VideoFeatures:
+        """Every frame's features of one source, in memory (tests and short inputs; ``extract`` streams them).
+
+        ``fill``: missing-face rows take the nearest face's features (``store.fill_from_nearest``); off: rows
+        as found (zeros), as the feature store keeps them.
+        """
+        from abaw_rt.pipeline.stream.offline import ArrayRecord, StoreFeed
+
+        records: list[ArrayRecord] = []
+
+        def feed(rows, times):
+            records.append(ArrayRecord())
+            return StoreFeed(rows, records[-1])
+
+        vf = self._replanned(lambda hold: self._read(source, feed, progress, expected, False, hold), lambda: None)
+        vf.features = records[-1].arrays()
+        for e in self.visual if fill else ():
+            if e.name in vf.features:
+                vf.features[e.name] = fill_from_nearest(vf.features[e.name], vf.face_found)
         return vf
 
     def extract(self, source: Source, store, progress: Progress | None = None, expected: int | None = None) -> dict:
-        """Stages 1-3 into the feature store (``abaw_rt.store.FeatureStore``); returns the source's report."""
+        """Stages 1-3 into the feature store (``abaw_rt.store.FeatureStore``), streamed; returns the source's report."""
         from abaw_rt.pipeline.facts import source_report
+        from abaw_rt.pipeline.stream.offline import StoreFeed
 
-        vf = self.features(source, progress, expected, fill=False)
-        specs = {e.name: (e.dim, e.modality) for e in self.extractor_specs if e.name in vf.features}
-        t = time.perf_counter()
-        store.write(source.name, vf.features, vf.face_found, specs, fps=vf.fps)
-        vf.times.add("write", time.perf_counter() - t)
+        writers = []
+        specs = {e.name: (e.dim, e.modality) for e in self.extractor_specs}
+
+        def feed(rows, times):
+            names = [*rows.vis, *(rows.audio.rows if rows.audio is not None else ())]
+            writers.append(store.writer(source.name, {n: specs[n] for n in names}))
+            return StoreFeed(rows, writers[-1])
+
+        def discard():
+            for w in writers:
+                w.abort()
+
+        try:
+            vf = self._replanned(lambda hold: self._read(source, feed, progress, expected, False, hold), discard)
+            t = time.perf_counter()
+            writers[-1].fps = vf.fps
+            writers[-1].close()
+            vf.times.add("write", time.perf_counter() - t)
+        finally:
+            discard()
         return source_report(self, vf, vf.wall + (time.perf_counter() - t))
 
-    def infer(self, source: Source, progress: Progress | None = None, expected: int | None = None):
-        """Whole-source inference: features, windows through the fusion runner, stitching and decisions (a video's
-        windows run while it is decoded, so only the frames later windows need are held: ``window_feed``)."""
+    def infer(self, source: Source, sink, progress: Progress | None = None, expected: int | None = None) -> dict:
+        """Whole-source inference: features, the fusion windows of the stride plan, stitching and decisions, each
+        frame's row handed to ``sink.put`` (an ``outputs.OutputFolder``) once final; returns the source's report
+        (the caller closes the sink with it)."""
         from abaw_rt.pipeline.facts import source_report
-        from abaw_rt.pipeline.outputs import VideoPrediction
-        from abaw_rt.pipeline.predict import predict_windows
-        from abaw_rt.pipeline.window_feed import Replan
+        from abaw_rt.pipeline.stream.plan import PlanWindows
 
         if self.fusion is None:
             raise AbawRtError("this pipeline has no fusion model (it was built for feature extraction)")
+        plans = []
+
+        def windows(rows, times):
+            plans.append(PlanWindows(self, rows, times, [sink]))
+            return plans[-1]
+
         wall0 = time.perf_counter()
-        try:  # a video: windows run while it is decoded (window_feed); only the last batch is left here
-            vf = self.features(source, progress, expected, windows=source.is_video)
-            streamed = vf.windows.finish(vf.frame_times, vf.face_found) if vf.windows is not None else None
-        except Replan:  # frame times that went back in time: once more on the whole-video path
-            wall0, vf, streamed = time.perf_counter(), self.features(source, progress, expected), None
-        merged, decisions, count = streamed or predict_windows(
-            self.fusion, self.model_cfg, vf, self.window, self.stride, self.config
-        )
-        report = source_report(self, vf, time.perf_counter() - wall0, plan_count=count)
-        return VideoPrediction(
-            name=source.name, source=source.path, frame_times=vf.frame_times, face_found=vf.face_found,
-            merged=merged, decisions=decisions, report=report,
-        )
+        vf = self._replanned(lambda hold: self._read(source, windows, progress, expected, True, hold), sink.reset)
+        return source_report(self, vf, time.perf_counter() - wall0, plan_count=plans[-1].count)
+
+    def infer_folder(self, source: Source, out_dir, heads: Sequence[str] | None = None, plot: bool | None = None,
+                     progress: Progress | None = None, expected: int | None = None) -> dict:
+        """``infer`` into ``<out_dir>/<source name>/`` (an ``OutputFolder``: staged, moved into place whole at the
+        end); ``heads``: those to write (None: every head of the model); returns the report."""
+        from abaw_rt.pipeline.outputs import OutputFolder
+
+        heads = [h for h in self.model_cfg.heads if heads is None or h in heads]
+        plot = self.config.plot if plot is None else plot
+        folder = OutputFolder(out_dir, source.name, source.path, heads, plot=plot)
+        try:
+            report = self.infer(source, folder, progress, expected)
+            folder.close(report)
+        finally:
+            folder.abort()
+        return report

@@ -1,9 +1,12 @@
-"""Pipeline layer: the live run, composing the streaming stages (reader -> frames -> windows -> stitch -> sinks).
+"""Pipeline layer: the live run, composing the streaming stages (reader -> faces -> features -> windows -> stitch
+-> sinks).
 
-Two threads: the decoder (``reader.FrameReader``, a bounded queue after it) and this one (faces, features,
-fusion, stitching, sinks). A full queue blocks the decoder; long before it fills, frames are shed
-(``frames.FrameFeatures``) and so are fusion windows (``LiveRun._shed_window``; one still runs every ``shed_hop``
-frames). The run ends when the source closes, stalls (``stall`` seconds without a frame)
+Three threads: the decoder (``reader.FrameReader``), faces (``tracking.FaceTrack`` with a ``HoldTracker``),
+each with a bounded queue after it, and this one (crops and features, fusion, stitching, sinks): the stages
+``offline.VideoRun`` runs for a file, with the live policies (faces held, windows ending at the newest frame,
+a lookahead). A full queue blocks the stage before it; long before they fill, frames are shed (the faces
+stage) and so are fusion windows (``LiveRun._shed_window``; one still runs every ``shed_hop`` frames).
+The run ends when the source closes, stalls (``stall`` seconds without a frame)
 or on Ctrl-C; every frame received is then made final with the windows run so far plus one ending at the
 last frame, and handed to the sinks.
 
@@ -21,6 +24,7 @@ import contextlib
 import signal
 import threading
 import time
+from array import array
 from dataclasses import asdict, dataclass
 
 from abaw_rt.errors import AbawRtError
@@ -29,6 +33,7 @@ from abaw_rt.pipeline.stream import DEFAULT_HOP, DEFAULT_LOOKAHEAD
 from abaw_rt.pipeline.stream.reader import END, FrameReader, LiveDecoder
 from abaw_rt.pipeline.stream.sinks import Latency, emit
 from abaw_rt.pipeline.stream.source import URL_SCHEMES, LiveSource
+from abaw_rt.pipeline.stream.tracking import FaceTrack, HoldTracker
 _KIND_NAMES = {"file": "a file", "camera": "a camera", "stdin": "stdin", "url": "a URL"}
 
 
@@ -75,7 +80,8 @@ class LiveRun:
         pipe: the pipeline (models loaded, a fusion runner).
         source: the parsed SOURCE.
         cfg: lookahead, hop, the real-time knobs and reconnection.
-        sinks: objects with ``put(emitted, emit_wall, latency_s)`` (``sinks.NdjsonSink``, ``RecordSink``).
+        sinks: objects with ``put(rows, emit_wall, emit_mono)`` taking ``FinalRows`` (``sinks.NdjsonSink``,
+            ``outputs.OutputFolder`` for --out).
     """
 
     def __init__(self, pipe, source: LiveSource, cfg: LiveConfig, sinks):
@@ -103,7 +109,8 @@ class LiveRun:
         self.offset = 0.0  # added to this session's stream times (they restart when the source is reopened)
         self.gaps: list[dict] = []
         self.done = {"shed": 0, "detections": 0}  # counts of the sessions before this one
-        self.features = None
+        self.detect_s = array("f")  # the faces thread's detector calls, into ``times`` at the end
+        self.features = self.tracker = None
         self._fresh()
 
     def _fresh(self) -> None:
@@ -113,21 +120,30 @@ class LiveRun:
 
         if self.features is not None:
             self.done = {"shed": self.done["shed"] + self.features.shed,
-                         "detections": self.done["detections"] + self.features.detections}
-        paced = self.source.kind != "file" or self.cfg.realtime  # a file read as fast as it decodes never sheds
-        self.features = FrameFeatures(self.pipe, self.cfg.shed_backlog if paced else 0, self.times)
+                         "detections": self.done["detections"] + self._detections()}
+        self.features = FrameFeatures(self.pipe, self.times)
         self.assembler = WindowAssembler(self.pipe.model_cfg, self.pipe.window)
         self.base = self.frames
         self._ended = False
 
     def _open(self) -> None:
-        config = self.pipe.config
+        from abaw_rt.pipeline.stream.tracking import FACES_QUEUE
+
+        config, cfg = self.pipe.config, self.cfg
         audio = self.features.audio
-        self.decoder = LiveDecoder(self.source, self.cfg.timeout, threads=config.decode_threads,
+        self.decoder = LiveDecoder(self.source, cfg.timeout, threads=config.decode_threads,
                                    audio=bool(self.features.audio_extractors), max_side=config.max_side,
                                    audio_sink=audio.put if audio is not None else None)
-        self.reader = FrameReader(self.decoder, self.cfg.queue, convert=bool(self.features.visual),
-                                  realtime=self.cfg.realtime).start()
+        self.reader = FrameReader(self.decoder, cfg.queue, convert=bool(self.features.visual), realtime=cfg.realtime)
+        self.tracker = None
+        if self.features.visual:
+            self.tracker = HoldTracker(self.pipe.detector.detect, config.detect_every, config.face, self.detect_s.append)
+        paced = self.source.kind != "file" or cfg.realtime  # a file read as fast as it decodes never sheds
+        self.track = FaceTrack(self.reader, self.tracker, FACES_QUEUE, cfg.shed_backlog if paced and self.tracker else 0,
+                               stall=cfg.stall, first_stall=cfg.timeout + cfg.stall, stopped=self._stopped).start()
+
+    def _detections(self) -> int:
+        return self.tracker.detections if self.tracker is not None else 0
 
     def run(self) -> dict:
         """Read until the source ends (after any reconnections) or Ctrl-C; flush; return the run's summary
@@ -136,8 +152,8 @@ class LiveRun:
         self._open()
         try:
             with self._signals_as_flag():
-                item = self.reader.get(self.cfg.timeout + self.cfg.stall, self._stopped)
-                if item is END and not self.interrupted:
+                item = self.track.get(self._stopped)
+                if item is END and not self.interrupted and self.reader.frames_read == 0:
                     raise AbawRtError(f"source '{self.source.text}': no video frame within "
                                       f"{self.cfg.timeout + self.cfg.stall:g} s")
                 while item is not END:
@@ -147,7 +163,7 @@ class LiveRun:
         except KeyboardInterrupt as exc:  # Ctrl-C before the handlers were in (or off the main thread)
             self.interrupted = getattr(exc, "signum", 2)
         finally:
-            self.reader.close()
+            self.track.close()
         self._end_session()
         return self._summary(time.perf_counter() - wall0)
 
@@ -174,9 +190,9 @@ class LiveRun:
     def _read(self, item) -> None:
         """One session, from its first captured frame until its source ends."""
         while item is not END:
-            for row in self.features.push(item, self.reader.backlog()):
+            for row in self.features.push(item):
                 self._row(row)
-            item = self.reader.get(self.cfg.stall, self._stopped)
+            item = self.track.get(self._stopped)
 
     def _reconnect(self):
         """The session ended: with ``reconnect``, flush it and reopen the URL; the new session's first frame,
@@ -188,11 +204,11 @@ class LiveRun:
         for attempt in range(1, self.cfg.reconnect + 1):
             if self._sleep(self.cfg.reconnect_wait):
                 return END
-            self.reader.close()
+            self.track.close()
             self._fresh()
             self._open()
             try:
-                item = self.reader.get(self.cfg.timeout + self.cfg.stall, self._stopped)
+                item = self.track.get(self._stopped)
                 if item is not END:
                     self.features.check_audio(self.decoder.stats, self.source.text)
             except AbawRtError as exc:
@@ -215,7 +231,7 @@ class LiveRun:
     def _new_session(self, first, broke: str, attempts: int) -> None:
         """Place the new session's frames after the last one: ``max(1/fps, capture gap)`` later."""
         step = 1.0 / (self.decoder.stats.declared_fps or 25.0)
-        gap = first.mono - self.last_mono
+        gap = first.cap.mono - self.last_mono
         self.offset = self.last_time + max(step, gap) - first.frame.time
         self.session += 1
         self.gaps.append({"after_frame": self.frames - 1, "ended_by": broke, "attempts": attempts,
@@ -249,8 +265,8 @@ class LiveRun:
     def _shed_window(self) -> bool:
         """Behind (the decoder's queue holds ``shed_backlog`` frames or more, as for the frames): skip this window,
         unless the last one ran ``shed_hop`` frames ago. The frames it would have made final wait for the next."""
-        shed_at = self.features.shed_backlog
-        behind = shed_at > 0 and self.reader.backlog() >= shed_at
+        shed_at = self.track.shed_backlog
+        behind = shed_at > 0 and self.track.backlog() >= shed_at
         return behind and self.frames - 1 - self.last_window_end < self.cfg.shed_hop
 
     def _run_window(self) -> None:
@@ -263,7 +279,14 @@ class LiveRun:
             return
         if self.last_window_end != self.frames - 1:
             self._run_window()
-        emit(self.sinks, self.stitcher.ready(self.last_window_end) + self.stitcher.flush(), self.frames)
+        emit(self.sinks, self.stitcher.ready(self.last_window_end), self.frames)
+        emit(self.sinks, self.stitcher.flush(), self.frames)
+
+    def _stages(self, wall: float) -> dict:
+        for s in self.detect_s:
+            self.times.add("detect", s)
+        self.detect_s = array("f")
+        return self.times.summary(wall)
 
     def _summary(self, wall: float) -> dict:
         lost = sum(g["lost_s"] for g in self.gaps)
@@ -283,11 +306,11 @@ class LiveRun:
             "windows_run": self.windows.runs,
             "windows_shed": self.windows_shed,
             "shed_frames": self.done["shed"] + self.features.shed,
-            "detections": self.done["detections"] + self.features.detections,
+            "detections": self.done["detections"] + self._detections(),
             "reconnects": len(self.gaps),
             "lost_s": round(lost, 3),
             "gaps": self.gaps,
             "latency": self.latency.summary(),
             "latency_bound_ms": round(1000.0 * self.cfg.lookahead / fps + 150.0, 1) if fps else None,
-            "stages": self.times.summary(wall),
+            "stages": self._stages(wall),
         }

@@ -1,16 +1,16 @@
-"""Pipeline layer, live stage 1: decode a live source in a thread into a bounded queue of captured frames.
+"""Pipeline layer, stage 1 (offline and live): decode a source in a thread into a bounded queue of captured frames.
 
 Each frame is stamped with its capture time (when it left the decoder; for ``realtime`` files, when its
-timestamp came due). A full queue blocks the decoder (backpressure); the consumer sheds work long before
-that (``frames``). A read that times out, a closed pipe or the end of a file ends the stream; what was
-decoded is handed on first.
+timestamp came due) and the decoder thread's own time for it. A full queue blocks the decoder
+(backpressure); a live run sheds work long before that (``tracking``). A live stream (``strict`` off) that
+breaks after its first frame, times out or closes simply ends, after what was decoded; an offline file
+(``strict``) raises what went wrong. The frames' full-size RGB is made in the decoder thread when the
+crops need it (``convert``).
 """
 
 from __future__ import annotations
 
 import collections
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,8 @@ from pathlib import Path
 from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.decode import VideoDecoder
 from abaw_rt.pipeline.stream.source import LiveSource, open_container
+from abaw_rt.pipeline.stream.stage import END, WAITING, StageThread
 
-END = object()  # the stream ended (closed, stalled, or the file's end)
 READ_AHEAD_S = 3.0  # realtime files: decoded ahead of the clock at most this much (frames held: 75 at 25 fps)
 
 
@@ -30,6 +30,7 @@ class Captured:
     frame: object  # DecodedFrame
     mono: float  # time.monotonic() at capture
     wall: float  # time.time() at capture (NDJSON capture_time)
+    decode_s: float = 0.0  # the decoder thread's seconds for this frame (decode and RGB conversion)
 
 
 class LiveDecoder(VideoDecoder):
@@ -50,53 +51,61 @@ class LiveDecoder(VideoDecoder):
 
 
 class FrameReader:
-    """The decode thread. ``get`` returns a ``Captured``, ``END``, or raises the decoder's ``AbawRtError``.
+    """The decode stage. ``get`` returns a ``Captured`` or ``END``, or raises the decoder's ``AbawRtError``.
 
     Args:
-        decoder: a ``LiveDecoder`` (or a ``VideoDecoder`` for a file).
-        depth: queue bound (frames).
-        convert: make each frame's RGB in the thread (the consumer's crops need it).
+        decoder: a ``VideoDecoder`` (a file) or ``LiveDecoder`` (camera, URL, stdin).
+        depth: queue bound (frames); 0: decode in the consumer's thread.
+        convert: make each frame's full-size RGB in the decoder thread (the crops need it).
         realtime: release frames at their own pace (a file played as if live).
+        strict: raise every decoding error (offline files); off: a stream that breaks after its first frame
+            ends there (``ended_by`` says why).
     """
 
-    def __init__(self, decoder, depth: int = 32, convert: bool = True, realtime: bool = False):
+    def __init__(self, decoder, depth: int = 32, convert: bool = True, realtime: bool = False, strict: bool = False):
         self.decoder = decoder
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.convert = convert
         self.realtime = realtime
-        self.stop = threading.Event()
+        self.strict = strict
         self.frames_read = 0
-        self.ended_by: str | None = None  # "end", "error: ...", "stopped"
-        self._thread = threading.Thread(target=self._work, name="abaw-rt-live-decode", daemon=True)
+        self.ended_by: str | None = None  # "end", "error: ...", "stopped", "stalled: ..."
+        self.stage = StageThread(self._captured(), depth, "abaw-rt-decode")
 
     def start(self) -> "FrameReader":
-        self._thread.start()
+        self.stage.start()
         return self
 
     def backlog(self) -> int:
-        return self.queue.qsize()
-
-    def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return self.stage.backlog()
 
     def _wait_until(self, due: float) -> None:
-        while not self.stop.is_set() and (delay := due - time.monotonic()) > 0:
+        while not self.stage.stop.is_set() and (delay := due - time.monotonic()) > 0:
             time.sleep(min(delay, 0.05))
 
-    def _release(self, f) -> bool:
-        if self.convert and not f.lost:
-            f.rgb()
-        if not self._put(Captured(f, time.monotonic(), time.time())):
-            self.ended_by = "stopped"
-            return False
-        self.frames_read += 1
-        return True
+    def _captured(self):
+        frames = self.decoder.frames()
+        try:
+            start = time.perf_counter()
+            for f in self._paced(frames) if self.realtime else frames:
+                if self.convert and not f.lost:
+                    f.rgb()
+                self.frames_read += 1
+                cap = Captured(f, time.monotonic(), time.time(), time.perf_counter() - start)
+                yield cap
+                start = time.perf_counter()
+            self.ended_by = "end"
+        except AbawRtError as exc:
+            self.ended_by = f"error: {exc}"
+            if self.strict or self.frames_read == 0:
+                raise
+        except GeneratorExit:
+            self.ended_by = self.ended_by or "stopped"
+            raise
+        except BaseException as exc:
+            self.ended_by = f"error: {exc}"
+            raise
+        finally:
+            frames.close()
 
     def _paced(self, frames):
         """``realtime``: each frame released when its timestamp comes due, decoding up to ``READ_AHEAD_S``
@@ -109,53 +118,24 @@ class FrameReader:
             held.append((origin[0] + (f.time - origin[1]), f))
             while held and (held[0][0] <= time.monotonic() or held[-1][0] - held[0][0] > READ_AHEAD_S):
                 self._wait_until(held[0][0])
-                if not self._release(held.popleft()[1]):
-                    return False
+                yield held.popleft()[1]
         while held:
             self._wait_until(held[0][0])
-            if not self._release(held.popleft()[1]):
-                return False
-        return True
+            yield held.popleft()[1]
 
-    def _work(self) -> None:
-        frames = self.decoder.frames()
-        try:
-            if self.realtime:
-                if not self._paced(frames):
-                    return
-            else:
-                for f in frames:
-                    if not self._release(f):
-                        return
-            self.ended_by = "end"
-            self._put(END)
-        except AbawRtError as exc:
-            # frames already read: the stream stalled or broke mid-way; it ends cleanly after them
-            self.ended_by = f"error: {exc}"
-            self._put(exc if self.frames_read == 0 else END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            self.ended_by = f"error: {exc}"
-            self._put(exc)
-        finally:
-            frames.close()
-
-    def get(self, stall: float, stopped=lambda: False):
+    def get(self, stall: float | None = None, stopped=lambda: False):
         """The next frame, or ``END`` when the source ended, sent nothing for ``stall`` seconds, or ``stopped()``
         became true (polled every 0.1 s: Ctrl-C is a flag, so no frame is cut in half)."""
-        deadline = time.monotonic() + stall
-        while not stopped():
-            try:
-                item = self.queue.get(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() >= deadline:
-                    self.ended_by = f"stalled: no frame for {stall:g} s"
-                    return END
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            return item
-        return END
+        item = self.stage.get(stall, stopped)
+        if item is WAITING:
+            self.ended_by = f"stalled: no frame for {stall:g} s"
+            return END
+        return item
 
-    def close(self) -> None:
-        self.stop.set()
-        self._thread.join(timeout=1.0)  # a read blocked in FFmpeg is left to its timeout (daemon thread)
+    def __iter__(self):
+        while (item := self.get()) is not END:
+            yield item
+
+    def close(self, wait: float = 1.0) -> None:
+        """Stop decoding; a read blocked in FFmpeg is left to its timeout (daemon thread)."""
+        self.stage.close(wait)

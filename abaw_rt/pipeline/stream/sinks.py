@@ -1,4 +1,5 @@
-"""Pipeline layer, live stage 6: sinks for final frames: NDJSON lines, the end-of-run record, latency figures.
+"""Pipeline layer, stage 6 (live): sinks for final frames: NDJSON lines and latency figures (the files of
+``--out`` are ``outputs.OutputFolder``, the sink offline ``infer`` writes to; every sink takes ``FinalRows``).
 
 NDJSON, one object per frame, in frame order, written and flushed as each frame becomes final:
 ``frame`` (0-based index), ``time`` (presentation time, s), ``capture_time`` / ``emit_time`` (Unix time, s),
@@ -20,28 +21,28 @@ import numpy as np
 from abaw_rt.model.config import HEAD_LABELS
 
 
-def frame_object(e, emit_wall: float, latency_s: float) -> dict:
-    """The NDJSON object of one ``Emitted`` frame."""
-    row = e.row
+def frame_object(rows, i: int, emit_wall: float, latency_s: float) -> dict:
+    """The NDJSON object of frame ``i`` of a ``FinalRows`` (live: its ``frames`` carry the capture clocks)."""
+    row = rows.frames[i]
     values: dict = {}
     probs: dict = {}
-    for head, d in e.decisions.items():
-        labels = HEAD_LABELS[head]
+    for head, d in rows.decisions.items():
+        labels, d, m = HEAD_LABELS[head], d[i], rows.merged[head][i]
         if head == "va":
             values.update({labels[0]: round(float(d[0]), 6), labels[1]: round(float(d[1]), 6)})
         elif head == "expr":
             values["expr"] = labels[int(d)]
-            probs["expr"] = {k: round(float(p), 6) for k, p in zip(labels, e.merged[head])}
+            probs["expr"] = {k: round(float(p), 6) for k, p in zip(labels, m)}
         else:
             values["au"] = {k: int(x) for k, x in zip(labels, d)}
-            probs["au"] = {k: round(float(p), 6) for k, p in zip(labels, e.merged[head])}
+            probs["au"] = {k: round(float(p), 6) for k, p in zip(labels, m)}
     return {
         "frame": row.index,
         "time": round(row.time, 6),
         "capture_time": round(row.wall, 6),
         "emit_time": round(emit_wall, 6),
         "latency_ms": round(latency_s * 1000.0, 3),
-        "received": e.received,
+        "received": rows.received,
         "face": bool(row.face),
         "shed": bool(row.shed),
         "session": int(getattr(row, "session", 0)),
@@ -51,37 +52,16 @@ def frame_object(e, emit_wall: float, latency_s: float) -> dict:
 
 
 class NdjsonSink:
-    """One line per frame on a text stream, flushed per line (programs read it as it comes)."""
+    """One line per frame on a text stream, flushed after each emission (programs read it as it comes)."""
 
     def __init__(self, stream):
         self.stream = stream
 
-    def put(self, e, emit_wall: float, latency_s: float) -> None:
-        self.stream.write(json.dumps(frame_object(e, emit_wall, latency_s), separators=(",", ":")) + "\n")
+    def put(self, rows, emit_wall: float, emit_mono: float) -> None:
+        for i, row in enumerate(rows.frames):
+            obj = frame_object(rows, i, emit_wall, emit_mono - row.mono)
+            self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self.stream.flush()
-
-
-class RecordSink:
-    """Keeps every final frame for the ``--out`` files at the end (memory grows with the run: only with --out)."""
-
-    def __init__(self):
-        self.times: list[float] = []
-        self.faces: list[bool] = []
-        self.merged: dict[str, list] = {}
-        self.decisions: dict[str, list] = {}
-
-    def put(self, e, emit_wall: float, latency_s: float) -> None:
-        self.times.append(e.row.time)
-        self.faces.append(bool(e.row.face))
-        for h, v in e.merged.items():
-            self.merged.setdefault(h, []).append(v)
-            self.decisions.setdefault(h, []).append(e.decisions[h])
-
-    def arrays(self):
-        """(frame_times, face_found, merged, decisions) as ``VideoPrediction`` takes them."""
-        merged = {h: np.asarray(v, np.float32) for h, v in self.merged.items()}
-        decisions = {h: np.asarray(v) for h, v in self.decisions.items()}
-        return np.asarray(self.times, np.float64), np.asarray(self.faces, bool), merged, decisions
 
 
 class Latency:
@@ -90,8 +70,8 @@ class Latency:
     def __init__(self):
         self.values = array("f")
 
-    def put(self, e, emit_wall: float, latency_s: float) -> None:
-        self.values.append(latency_s)
+    def put(self, rows, emit_wall: float, emit_mono: float) -> None:
+        self.values.extend(emit_mono - row.mono for row in rows.frames)
 
     def summary(self) -> dict:
         if not self.values:
@@ -102,10 +82,12 @@ class Latency:
                 "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2)}
 
 
-def emit(sinks, emitted, received: int) -> None:
-    """Hand final frames to every sink, stamping emission once per frame; ``received``: frames in so far."""
-    for e in emitted:
-        e.received = received
-        now_mono, now_wall = time.monotonic(), time.time()
-        for s in sinks:
-            s.put(e, now_wall, now_mono - e.row.mono)
+def emit(sinks, rows, received: int) -> None:
+    """Hand final frames (a ``FinalRows``, or None) to every sink, stamped with one emission time;
+    ``received``: frames in so far."""
+    if rows is None or not len(rows):
+        return
+    rows.received = received
+    now_mono, now_wall = time.monotonic(), time.time()
+    for s in sinks:
+        s.put(rows, now_wall, now_mono)

@@ -1,7 +1,8 @@
-"""Pipeline layer, live stage 5: stitching over the windows already run, and the rule for when a frame is final.
+"""Pipeline layer, stage 5: stitching window outputs into one row per frame, and the rule for when a frame is final.
 
-A frame is emitted once ``lookahead`` later frames have arrived and a window ending at or after that newest
-frame has run (with ``hop`` 1, at once): later windows could change it, but live output is never revised,
+Offline (``TailStitcher``): the stride plan's windows are summed as they run; a frame is final once every window
+of the plan that covers it has run. Live (``LiveStitcher``): a frame is emitted once ``lookahead`` later frames
+have arrived and a window ending at or after that newest frame has run (with ``hop`` 1, at once): later windows could change it, but live output is never revised,
 so they are not waited for. Windows combine as offline (``Merge``: centre-weighted, uniform, or the best-placed
 one). Only frames not yet emitted are held (``lookahead + hop`` of them).
 """
@@ -13,8 +14,47 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from abaw_rt.pipeline.outputs import FinalRows
 from abaw_rt.pipeline.stitch import accumulate, decide, merged_rows, window_weights
+from abaw_rt.pipeline.stream.rows import Rows
 from abaw_rt.vocab import Merge
+
+
+class TailStitcher:
+    """``stitch.Stitcher`` for a video of unknown length: sums only from ``base`` on; ``settle`` hands out the
+    merged rows of frames no later window covers, and forgets them."""
+
+    def __init__(self, widths: dict[str, int], merge: Merge):
+        self.merge = Merge(merge)
+        self.sums = {h: Rows(k, np.float64) for h, k in widths.items()}
+        self.weight = Rows(1, np.float64)
+
+    @property
+    def base(self) -> int:
+        """The first frame not yet settled."""
+        return self.weight.base
+
+    def add(self, start: int, outputs: dict[str, np.ndarray]) -> None:
+        length = len(next(iter(outputs.values())))
+        for r in (*self.sums.values(), self.weight):
+            if r.end < start + length:
+                r.put(np.arange(r.end, start + length), np.zeros((start + length - r.end, r.data.shape[1])))
+        sl = slice(start - self.weight.base, start + length - self.weight.base)
+        w = window_weights(length, self.merge)
+        accumulate({h: r.data[sl] for h, r in self.sums.items()}, self.weight.data[sl, 0], w, outputs, self.merge)
+
+    def settle(self, upto: int) -> dict[str, np.ndarray]:
+        """{head: (upto - base, k) float32} merged rows of frames [base, upto), which every window they get has
+        covered; their sums are dropped."""
+        base = self.weight.base
+        if upto <= base:
+            return {}
+        merged = merged_rows({h: r.data[: upto - base] for h, r in self.sums.items()},
+                             self.weight.data[: upto - base, 0], self.merge, first=base)
+        for s in self.sums.values():
+            s.drop(upto)
+        self.weight.drop(upto)
+        return merged
 
 
 @dataclass
@@ -22,16 +62,6 @@ class Pending:
     row: object  # FrameRow
     sums: dict[str, np.ndarray]  # {head: (1, k)} float64
     weight: np.ndarray = field(default_factory=lambda: np.zeros(1))  # (1,) float64
-
-
-@dataclass
-class Emitted:
-    """One final frame: its row, merged values ({head: (k,)}) and decisions."""
-
-    row: object
-    merged: dict[str, np.ndarray]
-    decisions: dict[str, np.ndarray]
-    received: int = 0  # frames received when it was emitted (set by ``sinks.emit``)
 
 
 class LiveStitcher:
@@ -53,19 +83,25 @@ class LiveStitcher:
             if 0 <= i < length:
                 accumulate(p.sums, p.weight, w[i : i + 1], {h: v[i : i + 1] for h, v in outputs.items()}, self.merge)
 
-    def ready(self, newest: int) -> list[Emitted]:
+    def ready(self, newest: int) -> FinalRows | None:
         """Frames final now that frame ``newest`` has arrived and its window has run."""
         out = []
         while self._pending and self._pending[0].row.index + self.lookahead <= newest and self._pending[0].weight[0] > 0:
-            out.append(self._final(self._pending.popleft()))
-        return out
+            out.append(self._pending.popleft())
+        return self._final(out)
 
-    def flush(self) -> list[Emitted]:
+    def flush(self) -> FinalRows | None:
         """The stream ended (the last window has run): every frame still held."""
-        out = [self._final(p) for p in self._pending if p.weight[0] > 0]
+        out = [p for p in self._pending if p.weight[0] > 0]
         self._pending.clear()
-        return out
+        return self._final(out)
 
-    def _final(self, p: Pending) -> Emitted:
-        merged = {h: v[0] for h, v in merged_rows(p.sums, p.weight, self.merge).items()}
-        return Emitted(p.row, merged, {h: decide(h, v[None])[0] for h, v in merged.items()})
+    def _final(self, done: list[Pending]) -> FinalRows | None:
+        if not done:
+            return None
+        each = [merged_rows(p.sums, p.weight, self.merge) for p in done]
+        merged = {h: np.concatenate([m[h] for m in each]) for h in self.widths}
+        rows = [p.row for p in done]
+        return FinalRows(rows[0].index, np.array([r.time for r in rows], np.float64),
+                         np.array([r.face for r in rows], bool), merged,
+                         {h: decide(h, v) for h, v in merged.items()}, frames=rows)
