@@ -334,7 +334,9 @@ class VideoDecoder:
                 for pts in timeline.passed(vf.pts, clock.last_pts) if self.stats.video_errors and vf.pts is not None else ():
                     yield self._lost(clock, pts, previous)
                 previous = self._fit(vf)
-                yield DecodedFrame(clock.place(vf.pts, vf.time), clock.last, previous, self)
+                index = clock.place(vf.pts, vf.time)
+                timeline.forget(clock.last_pts)  # else one Python int per packet until the end (about 40 bytes a frame)
+                yield DecodedFrame(index, clock.last, previous, self)
         for pts in timeline.passed(None, clock.last_pts) if self.stats.video_errors and previous is not None else ():
             yield self._lost(clock, pts, previous)
 
