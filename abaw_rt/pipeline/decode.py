@@ -23,6 +23,7 @@ from abaw_rt.io import missing_reason
 from abaw_rt.pipeline.audio_track import _GAP_S, AUDIO_RATE, AudioTrack, _assemble, _Resampler  # noqa: F401
 from abaw_rt.pipeline.orientation import UPRIGHT, Orientation, orientation_of
 from abaw_rt.pipeline.prefetch import prefetch  # noqa: F401  (decode's public API since stage 1 began)
+from abaw_rt.pipeline.report import release_freed_memory
 from abaw_rt.pipeline.timeline import Clock, Timeline
 
 TRUNCATED_BELOW = 0.9  # decoded frames covering less than this share of the declared duration: a broken file
@@ -306,6 +307,7 @@ class VideoDecoder:
             raise AbawRtError(f"video '{self.path}': decoding failed ({_ffmpeg_reason(exc)})") from None
         finally:
             container.close()
+            release_freed_memory()  # the container's sample index and what the run freed meanwhile
         self._check_coverage()
 
     def _open_container(self):
