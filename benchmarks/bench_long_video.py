@@ -1,18 +1,23 @@
-"""Benchmark: memory on long inputs: `abaw-rt infer` on a generated 1-minute and a 30-minute low-resolution video.
+"""Benchmark: memory on long inputs: `abaw-rt infer` on generated 1-, 3- and 30-minute low-resolution videos.
 
 Each video runs `abaw-rt infer` (ORT fusion, generated tiny detector and extractors, plot on: the default
 path) in a fresh process; the process's resident memory is sampled every 0.25 s from /proc, and its peak
-is the kernel's high-water mark of that process (VmHWM, read as it exits). "Flat memory" means the
-30-minute run peaks within a small margin of the 1-minute one: decoded frames never accumulate, and what
-does grow with length (per-frame features and predictions, the 16 kHz audio track) is small next to the
-process itself.
+is the kernel's high-water mark of that process (VmHWM, read as it exits). The child also notes [VmRSS, VmHWM]
+as the report's dict, the output files and plot.png begin and end, so that a peak after decoding is placed.
+"Flat memory" means the 30-minute run peaks within a small margin of the 1-minute one: decoded frames never
+accumulate, and what does grow with length (per-frame predictions, timestamps) is small next to the process.
+
+The 3-minute run separates a step from a slope: a 1-minute video (1500 frames) runs its only, 7-window batch of
+fusion windows at the end, every video past 1700 frames runs batches of 8 (onnxruntime's arena then holds more,
+once); the growth from 3 to 30 minutes is what grows with length.
 
 The videos are written in a streaming way (frame by frame, audio chunk by chunk), so the generator's own
-memory stays small too. Saves benchmarks/results/long_video_<date>.json (machine, versions, date, both runs
-with their RSS series, the ratio) and prints a summary.
+memory stays small too. Saves benchmarks/results/long_video_<date>.json (machine, versions, date, the runs
+with their RSS series and marks, the ratio, the step and the slope) and prints a summary.
 
-    python benchmarks/bench_long_video.py                       # 1 and 30 minutes, 160x120 at 25 fps (~2 min)
+    python benchmarks/bench_long_video.py                       # 1, 3 and 30 minutes, 160x120 at 25 fps (~2 min)
     python benchmarks/bench_long_video.py --long-minutes 10     # quicker
+    python benchmarks/bench_long_video.py --workdir /tmp/lv --reuse-videos   # again, on the same videos
 """
 
 from __future__ import annotations
@@ -101,17 +106,53 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-# The child records its own high-water mark (VmHWM) at exit: wait4's ru_maxrss would also count the memory of
-# this parent process at fork time (Linux carries the pre-exec high-water mark over).
-_CHILD = (
-    "import atexit, os\n"
-    "def _hwm():\n"
-    "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
-    "    open(os.environ['ABAW_RT_BENCH_HWM'], 'w').write(line.split()[1])\n"
-    "from abaw_rt.cli import run\n"
-    "atexit.register(_hwm)  # after the CLI's own exit hook (which ends with os._exit), so it runs before it\n"
-    "run()\n"
-)
+def _status_mb() -> list[float]:
+    """[VmRSS, VmHWM] of this process, MiB."""
+    with open("/proc/self/status") as f:
+        found = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmRSS:", "VmHWM:"))}
+    return [round(found["VmRSS"] / 1024, 1), round(found["VmHWM"] / 1024, 1)]
+
+
+# Where a run's memory goes after decoding: [VmRSS, VmHWM] as each of these steps begins (the report's dict, the
+# output files, plot.png), and at exit. A step missing from this version of the package is skipped.
+MARKED = (("report", "abaw_rt.pipeline.facts", "source_report"), ("outputs", "abaw_rt.pipeline.outputs", "write_outputs"),
+          ("plot", "abaw_rt.pipeline.outputs", "plot_png"))  # fmt: skip
+
+
+def child() -> None:
+    """In the child process: `abaw-rt infer` (argv) with [VmRSS, VmHWM] marks, written as JSON at exit.
+
+    The child records its own high-water mark (VmHWM): wait4's ru_maxrss would also count the memory of this
+    parent process at fork time (Linux carries the pre-exec high-water mark over)."""
+    import atexit
+    import importlib
+
+    marks: dict[str, list[float]] = {}
+
+    def marked(label, f):
+        def call(*a, **k):
+            marks[label] = _status_mb()
+            try:
+                return f(*a, **k)
+            finally:
+                marks[f"after_{label}"] = _status_mb()
+        return call
+
+    for label, module, name in MARKED:
+        mod = importlib.import_module(module)
+        if hasattr(mod, name):
+            setattr(mod, name, marked(label, getattr(mod, name)))
+    from abaw_rt.cli import run
+
+    def save() -> None:
+        Path(os.environ["ABAW_RT_BENCH_MARKS"]).write_text(json.dumps({**marks, "exit": _status_mb()}))
+
+    atexit.register(save)  # after the CLI's own exit hook (which ends with os._exit), so it runs before it
+    sys.argv[0] = "abaw-rt"
+    run()
+
+
+_CHILD = "import sys; sys.path.insert(0, 'benchmarks'); import bench_long_video; bench_long_video.child()"
 
 
 def run_infer(video: Path, models: dict, out: Path, threads: int | None) -> dict:
@@ -123,8 +164,8 @@ def run_infer(video: Path, models: dict, out: Path, threads: int | None) -> dict
         cmd += ["--threads", str(threads)]
     series: list[tuple[float, float]] = []
     start = time.perf_counter()
-    hwm = Path(tempfile.mkstemp(prefix="abaw-rt-hwm-")[1])
-    env = {**os.environ, "ABAW_RT_BENCH_HWM": str(hwm)}
+    marks_file = Path(tempfile.mkstemp(prefix="abaw-rt-marks-")[1])
+    env = {**os.environ, "ABAW_RT_BENCH_MARKS": str(marks_file)}
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
         stop = threading.Event()
@@ -147,12 +188,13 @@ def run_infer(video: Path, models: dict, out: Path, threads: int | None) -> dict
         if proc.returncode != 0:
             raise SystemExit(f"abaw-rt infer failed on {video} ({proc.returncode}): {stderr.read()[-2000:]}")
         report = json.loads(stdout.read())["videos"][0]
-    peak = int(hwm.read_text()) / 1024
-    hwm.unlink()
+    marks = json.loads(marks_file.read_text())
+    marks_file.unlink()
     step = max(1, len(series) // 120)
     return {
         "wall_s": round(wall, 2),
-        "peak_rss_mb": round(peak, 1),  # the process's own high-water mark over the whole run (VmHWM at exit)
+        "peak_rss_mb": marks["exit"][1],  # the process's own high-water mark over the whole run (VmHWM at exit)
+        "rss_hwm_mb_at": marks,  # [VmRSS, VmHWM] as the report, the outputs and the plot began, after them, at exit
         "rss_series_s_mb": series[::step],
         "frames": report["frames"],
         "duration_s": report["duration_s"],
@@ -165,14 +207,46 @@ def run_infer(video: Path, models: dict, out: Path, threads: int | None) -> dict
     }
 
 
+def _video(path: Path, minutes: float, size, fps: int, reuse: bool) -> dict:
+    """The generated video at ``path``: written now, or (``reuse``) the one there if it has the frames expected."""
+    from abaw_rt.pipeline.decode import probe
+
+    frames = int(round(minutes * 60 * fps))
+    if reuse and path.exists() and probe(path).frames_declared == frames:
+        return {"path": str(path), "minutes": minutes, "frames": frames, "fps": fps, "size": list(size),
+                "bytes": path.stat().st_size, "write_s": None}
+    t0 = time.perf_counter()
+    video = write_long_video(path, minutes, size=size, fps=fps)
+    return {**video, "write_s": round(time.perf_counter() - t0, 1)}
+
+
+def _step_and_slope(runs: dict) -> dict:
+    """With a mid run: the step from short to mid (the first full batch of fusion windows, one-off) and the slope
+    from mid to long in bytes per frame (what grows with length); both at the peak and at the report."""
+    if "mid" not in runs:
+        return {}
+    s, m, lg = runs["short"], runs["mid"], runs["long"]
+    frames = lg["frames"] - m["frames"]
+    out = {}
+    for key, name in (("peak_rss_mb", "peak"), ("peak_rss_mb_at_report", "report")):
+        out[f"{name}_step_short_to_mid_mb"] = round(m[key] - s[key], 1)
+        out[f"{name}_slope_mid_to_long_bytes_per_frame"] = round((lg[key] - m[key]) * 2**20 / frames)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--short-minutes", type=float, default=1.0)
+    ap.add_argument("--mid-minutes", type=float, default=3.0,
+                    help="a third length (0: none): past the first full batch of fusion windows (1700 frames), so that "
+                         "the long run's growth splits into a step (mid - short) and a slope per frame (long - mid)")
     ap.add_argument("--long-minutes", type=float, default=30.0)
     ap.add_argument("--size", default="160x120", help="WIDTHxHEIGHT of the generated videos")
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--threads", type=int, default=None, help="--threads for abaw-rt infer")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the videos and outputs here")
+    ap.add_argument("--reuse-videos", action="store_true",
+                    help="take <workdir>/<label>.mp4 as it is when it has the expected frame count (writing 30 min takes minutes)")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default results/long_video_<date>.json)")
     args = ap.parse_args()
     from abaw_rt.machine import machine_info
@@ -182,11 +256,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     models = make_models(work / "models")
     runs = {}
-    for label, minutes in (("short", args.short_minutes), ("long", args.long_minutes)):
-        t0 = time.perf_counter()
-        video = write_long_video(work / f"{label}.mp4", minutes, size=size, fps=args.fps)
-        video["write_s"] = round(time.perf_counter() - t0, 1)
-        print(f"{label}: wrote {minutes:g} min ({video['frames']} frames) in {video['write_s']} s", flush=True)
+    lengths = (("short", args.short_minutes), ("mid", args.mid_minutes), ("long", args.long_minutes))
+    for label, minutes in [(label, m) for label, m in lengths if m > 0]:
+        video = _video(work / f"{label}.mp4", minutes, size, args.fps, args.reuse_videos)
+        print(f"{label}: {minutes:g} min ({video['frames']} frames), written in {video['write_s']} s", flush=True)
         result = run_infer(work / f"{label}.mp4", models, work / f"out_{label}", args.threads)
         runs[label] = {"video": video, **result}
         print(f"{label}: {result['frames']} frames in {result['wall_s']} s ({result['frames_per_s']} frames/s), "
@@ -199,12 +272,14 @@ def main() -> None:
         "peak_rss_growth_mb": round(long - short, 1),
         "length_ratio": round(runs["long"]["frames"] / runs["short"]["frames"], 1),
         "growth_bytes_per_frame": round((long - short) * 2**20 / (runs["long"]["frames"] - runs["short"]["frames"])),
+        **_step_and_slope(runs),
         "flat": long - short <= FLAT_MARGIN_MB,
         "flat_margin_mb": FLAT_MARGIN_MB,
         "what_grows": "decoded frames, the audio track and the features are held in constant memory (audio "
-        "features and fusion windows run while decoding, pipeline/window_feed.py); what still grows with length "
-        "are the per-frame outputs (stitched predictions, timestamps, face mask, timing records) and some memory "
-        "outside the Python heap, not yet found",
+        "features and fusion windows run while decoding, pipeline/window_feed.py); what still grows with length: "
+        "the stitched predictions and decisions kept until the files are written, timestamps and face mask, and "
+        "the MP4 demuxer's sample index (about 90 bytes a frame, freed when decoding ends); one-off: the first "
+        "full batch of fusion windows (onnxruntime's arena)",
     }
     result = {
         "benchmark": "long_video",
@@ -223,6 +298,9 @@ def main() -> None:
           f"x{summary['peak_rss_ratio']}, {'+' if long >= short else ''}{summary['peak_rss_growth_mb']} MB, "
           f"{summary['growth_bytes_per_frame']} bytes per extra frame "
           f"({'flat' if summary['flat'] else 'NOT flat'}, margin {FLAT_MARGIN_MB} MB); saved {out}")
+    if "mid" in runs:
+        print(f"of which: a step of {summary['peak_step_short_to_mid_mb']} MB from {args.short_minutes:g} to "
+              f"{args.mid_minutes:g} min, then {summary['peak_slope_mid_to_long_bytes_per_frame']} bytes per frame")
 
 
 if __name__ == "__main__":

@@ -39,3 +39,47 @@ def test_plot_of_a_long_video_renders(tmp_path):
     )
     png = plot_png(pred)
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
+def _prediction(n: int, seed: int = 0) -> VideoPrediction:
+    rng = np.random.default_rng(seed)
+    merged = {"va": rng.uniform(-1, 1, (n, 2)).astype(np.float32), "expr": rng.dirichlet(np.ones(8), n).astype(np.float32),
+              "au": rng.uniform(0, 1, (n, 12)).astype(np.float32)}
+    found = rng.uniform(size=n) > 0.01
+    decisions = {"va": merged["va"], "expr": merged["expr"].argmax(1), "au": (merged["au"] >= 0.5).astype(np.int64)}
+    return VideoPrediction("v", Path("v.mp4"), np.arange(n) / 25.0, found, merged, decisions)
+
+
+def test_plot_memory_does_not_grow_with_the_video():
+    """Pixel columns are found a chunk of frames at a time and only the shown frames are converted: no copy of a
+    whole track (whole-track float64 copies took about 100 bytes a frame: 14 MB more for 150 000 frames)."""
+    import tracemalloc
+
+    peaks = {}
+    for n in (3_000, 150_000):
+        pred = _prediction(n)
+        plot_png(pred)  # fonts and imports once
+        tracemalloc.start()
+        plot_png(pred)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[150_000] - peaks[3_000] < 1_000_000, peaks
+
+
+def test_pixel_columns_match_the_whole_track_computation():
+    from abaw_rt.pipeline.plot import COLUMN_CHUNK, _columns
+
+    n, plot_w = 3 * COLUMN_CHUNK + 17, 910
+    rng = np.random.default_rng(1)
+    t = np.cumsum(rng.uniform(0.001, 0.08, n)) + 5.0
+    found = rng.uniform(size=n) > 0.001
+    found[n // 2 : n // 2 + 40] = False
+    t0, t1 = float(t[0]), float(t[-1]) + 0.04
+    cols = np.clip(((t - t0) / (t1 - t0) * plot_w).astype(int), 0, plot_w - 1)  # every frame at once
+    first = np.clip(np.searchsorted(cols, np.arange(plot_w), side="right") - 1, 0, n - 1)
+    missing = ~found[first]
+    missing[cols[~found]] = True
+    got_first, got_missing = _columns(t, t0, t1, plot_w, found)
+    np.testing.assert_array_equal(got_first, first)
+    np.testing.assert_array_equal(got_missing, missing)
+    assert 0 < missing.sum() < plot_w

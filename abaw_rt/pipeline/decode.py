@@ -22,6 +22,7 @@ from abaw_rt.errors import AbawRtError, require_module
 from abaw_rt.io import missing_reason
 from abaw_rt.pipeline.audio_track import _GAP_S, AUDIO_RATE, AudioTrack, _assemble, _Resampler  # noqa: F401
 from abaw_rt.pipeline.orientation import UPRIGHT, Orientation, orientation_of
+from abaw_rt.pipeline.report import release_freed_memory
 from abaw_rt.pipeline.timeline import Clock, Timeline
 
 TRUNCATED_BELOW = 0.9  # decoded frames covering less than this share of the declared duration: a broken file
@@ -305,6 +306,7 @@ class VideoDecoder:
             raise AbawRtError(f"video '{self.path}': decoding failed ({_ffmpeg_reason(exc)})") from None
         finally:
             container.close()
+            release_freed_memory()  # the container's sample index and what the run freed meanwhile
         self._check_coverage()
 
     def _open_container(self):
@@ -333,7 +335,9 @@ class VideoDecoder:
                 for pts in timeline.passed(vf.pts, clock.last_pts) if self.stats.video_errors and vf.pts is not None else ():
                     yield self._lost(clock, pts, previous)
                 previous = self._fit(vf)
-                yield DecodedFrame(clock.place(vf.pts, vf.time), clock.last, previous, self)
+                index = clock.place(vf.pts, vf.time)
+                timeline.forget(clock.last_pts)  # else one Python int per packet until the end (about 40 bytes a frame)
+                yield DecodedFrame(index, clock.last, previous, self)
         for pts in timeline.passed(None, clock.last_pts) if self.stats.video_errors and previous is not None else ():
             yield self._lost(clock, pts, previous)
 

@@ -3,7 +3,8 @@
 matplotlib cost 1.9 s per run here (1.2 s to import, 0.7 s to lay out and render one figure), more than
 the whole pipeline spends on a 20 s clip; this module draws the same three panels directly: valence and
 arousal over time (no-face spans shaded), the expression strip, AU probabilities, a time axis, and the
-legends outside the data and the axis label. Long tracks are drawn from a bounded min/max envelope.
+legends outside the data and the axis label. Long tracks are drawn from a bounded min/max envelope, and
+frames are placed on pixel columns a chunk at a time: no whole-track copy, whatever the video's length.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from abaw_rt.model.config import HEAD_LABELS
 
 PLOT_BINS = 1500  # a 1000-pixel-wide figure: more points only cost memory
+COLUMN_CHUNK = 1 << 14  # frames placed on pixel columns at a time: no per-frame temporaries of a long video
 
 S = 2  # drawn at twice the size, then halved (anti-aliased lines and text)
 WIDTH = 1000
@@ -92,21 +94,19 @@ def plot_png(pred) -> bytes:
     def x_of(tt):
         return (LEFT + (np.asarray(tt, float) - t0) / max(t1 - t0, 1e-9) * plot_w) * S
 
-    cols = np.clip(((t - t0) / max(t1 - t0, 1e-9) * plot_w).astype(int), 0, plot_w - 1)
-    # the frame shown in each pixel column: the last one starting at or before it
-    first_frame = np.clip(np.searchsorted(cols, np.arange(plot_w), side="right") - 1, 0, len(t) - 1)
+    first_frame, no_face_cols = _columns(t, t0, t1, plot_w, pred.face_found)
     y = TOP
     for head in heads:
         h = PANEL_H[head]
         box = (LEFT * S, y * S, (LEFT + plot_w) * S, (y + h) * S)
         if head == "va":
-            _va_panel(draw, pred, t, cols, first_frame, box, x_of, font)
+            _va_panel(draw, pred, t, no_face_cols, box, x_of, font)
         elif head == "expr":
-            strip = np.array(EXPR_COLOURS, np.uint8)[np.asarray(pred.decisions["expr"], int)[first_frame]]
+            strip = np.array(EXPR_COLOURS, np.uint8)[np.asarray(pred.decisions["expr"])[first_frame].astype(int)]
             img.paste(Image.fromarray(np.repeat(strip[None], h * S, 0)).resize((plot_w * S, h * S)), box[:2])
             draw.text(((LEFT - 8) * S, (y + h / 2) * S), "EXPR", fill="black", font=font, anchor="rm")
         else:
-            probs = np.asarray(pred.merged["au"], float)[first_frame].T  # (12, plot_w)
+            probs = np.asarray(pred.merged["au"])[first_frame].astype(float).T  # (12, plot_w)
             heat = Image.fromarray(_viridis(probs)).resize((plot_w * S, h * S), Image.NEAREST)
             img.paste(heat, box[:2])
             for i, name in enumerate(HEAD_LABELS["au"]):
@@ -124,15 +124,28 @@ def plot_png(pred) -> bytes:
     return buf.getvalue()
 
 
-def _va_panel(draw, pred, t, cols, frame_of_col, box, x_of, font) -> None:
+def _columns(t: np.ndarray, t0: float, t1: float, plot_w: int, face_found) -> tuple[np.ndarray, np.ndarray]:
+    """(the frame shown in each pixel column: the last one starting at or before it; the columns that show a frame
+    without a face: that frame, or any frame of the column without one), a chunk of frames at a time."""
+    at_or_before = np.zeros(plot_w, np.int64)  # frames per column, summed: frames starting at or before it
+    no_face_cols = np.zeros(plot_w, bool)
+    for a in range(0, len(t), COLUMN_CHUNK):
+        x = np.asarray(t[a : a + COLUMN_CHUNK], float) - t0
+        x /= max(t1 - t0, 1e-9)
+        x *= plot_w
+        cols = np.clip(x.astype(int), 0, plot_w - 1)
+        at_or_before += np.bincount(cols, minlength=plot_w)
+        no_face_cols[cols[~np.asarray(face_found[a : a + COLUMN_CHUNK], bool)]] = True
+    first_frame = np.clip(np.cumsum(at_or_before) - 1, 0, len(t) - 1)
+    return first_frame, no_face_cols | ~np.asarray(face_found, bool)[first_frame]
+
+
+def _va_panel(draw, pred, t, missing, box, x_of, font) -> None:
     x0, top, x1, bottom = box
 
     def y_of(v):
         return top + (1.05 - np.clip(np.asarray(v, float), -1.05, 1.05)) / 2.1 * (bottom - top)
 
-    no_face = ~np.asarray(pred.face_found, bool)
-    missing = no_face[frame_of_col]
-    missing[cols[no_face]] = True  # a column with any frame without a face shows it
     edges = np.flatnonzero(np.diff(np.r_[0, missing.astype(np.int8), 0]))
     for a, b in zip(edges[::2], edges[1::2]):
         draw.rectangle((x0 + a * S, top, x0 + b * S - 1, bottom), fill=NO_FACE)
@@ -143,7 +156,7 @@ def _va_panel(draw, pred, t, cols, frame_of_col, box, x_of, font) -> None:
         draw.line((x0 - 4 * S, yy, x0, yy), fill="black", width=S)
         draw.text((x0 - 6 * S, yy), f"{v:g}", fill="black", font=font, anchor="rm")
     draw.text((x0 - 40 * S, (top + bottom) / 2), "VA", fill="black", font=font, anchor="rm")
-    d = np.asarray(pred.decisions["va"], float)
+    d = np.asarray(pred.decisions["va"])  # its own dtype: the envelope's points go to float, not a whole track
     for k, colour in ((0, VALENCE), (1, AROUSAL)):
         tt, yy = _envelope(t, d[:, k])
         pts = np.stack([x_of(tt), y_of(yy)], axis=1).ravel().tolist()

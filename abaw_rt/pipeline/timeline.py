@@ -29,6 +29,12 @@ class Timeline:
                 lost.append(p)
         return lost
 
+    def forget(self, last: int | None) -> None:
+        """Drop the packet times at or before ``last`` (the latest frame's): ``passed`` never counts them as lost,
+        so a long stream without errors holds only the packets the decoder has not yet given back (a few)."""
+        while last is not None and self.pending and self.pending[0] <= last:
+            heapq.heappop(self.pending)
+
 
 class Clock:
     """Frame indices and increasing timestamps, kept in ``stats`` (frames, first_time, last_time)."""
