@@ -113,10 +113,11 @@ def _status_mb() -> list[float]:
     return [round(found["VmRSS"] / 1024, 1), round(found["VmHWM"] / 1024, 1)]
 
 
-# Where a run's memory goes after decoding: [VmRSS, VmHWM] as each of these steps begins (the report's dict, the
-# output files, plot.png), and at exit. A step missing from this version of the package is skipped.
-MARKED = (("report", "abaw_rt.pipeline.facts", "source_report"), ("outputs", "abaw_rt.pipeline.outputs", "write_outputs"),
-          ("plot", "abaw_rt.pipeline.outputs", "plot_png"))  # fmt: skip
+# Where a run's memory goes after decoding: [VmRSS, VmHWM] as each of these steps begins (the report's dict, closing
+# the output folder: report.json and plot.png, the plot itself), and at exit. A step missing from this version of
+# the package is skipped (before the streaming sinks, the output files were written whole by ``write_outputs``).
+MARKED = (("report", "abaw_rt.pipeline.facts", "source_report"), ("outputs", "abaw_rt.pipeline.outputs", "OutputFolder.close"),
+          ("outputs", "abaw_rt.pipeline.outputs", "write_outputs"), ("plot", "abaw_rt.pipeline.outputs", "plot_png"))  # fmt: skip
 
 
 def child() -> None:
@@ -139,9 +140,12 @@ def child() -> None:
         return call
 
     for label, module, name in MARKED:
-        mod = importlib.import_module(module)
-        if hasattr(mod, name):
-            setattr(mod, name, marked(label, getattr(mod, name)))
+        owner = importlib.import_module(module)
+        *path, attr = name.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+        if owner is not None and hasattr(owner, attr):
+            setattr(owner, attr, marked(label, getattr(owner, attr)))
     from abaw_rt.cli import run
 
     def save() -> None:
@@ -275,11 +279,11 @@ def main() -> None:
         **_step_and_slope(runs),
         "flat": long - short <= FLAT_MARGIN_MB,
         "flat_margin_mb": FLAT_MARGIN_MB,
-        "what_grows": "decoded frames, the audio track and the features are held in constant memory (audio "
-        "features and fusion windows run while decoding, pipeline/window_feed.py); what still grows with length: "
-        "the stitched predictions and decisions kept until the files are written, timestamps and face mask, and "
-        "the MP4 demuxer's sample index (about 90 bytes a frame, freed when decoding ends); one-off: the first "
-        "full batch of fusion windows (onnxruntime's arena)",
+        "what_grows": "decoded frames, the audio track, the features and the predictions are held in constant "
+        "memory (audio features and fusion windows run while decoding, stream/plan.py; final rows are appended to "
+        "the staged output files); what still grows with length: timestamps and face mask (9 bytes a frame), "
+        "plot.png's compact per-frame record, and the MP4 demuxer's sample index (about 90 bytes a frame, freed when "
+        "decoding ends); one-off: the first full batch of fusion windows (onnxruntime's arena)",
     }
     result = {
         "benchmark": "long_video",

@@ -301,3 +301,39 @@ def test_extractor_backend_names_an_extractor_of_the_spec(sample, tmp_path):
     assert res.returncode == 2, err
     assert len(err.splitlines()) == 1 and "--extractor-backend" in err and "no extractor 'nosuch'" in err
     assert not (tmp_path / "never").exists() and not res.stdout.strip()
+
+
+def test_a_camera_opens_through_the_platform_device_input_and_runs_live(sample, monkeypatch):
+    """No camera here: FFmpeg's device input is faked by the call contract (``av.open('/dev/video0',
+    format='v4l2', ...)`` on Linux), and the 'camera' then delivers the sample clip's frames. Everything after
+    the open is the real live path: decoder and faces threads, features, windows, NDJSON. The frames are released
+    at the clip's own pace, as a camera delivers them (faster, the live run would rightly shed most of them)."""
+    import io
+
+    import av
+
+    from abaw_rt.pipeline.jobs import FusionChoice, JobRunner, VideoJob
+    from abaw_rt.pipeline.run import PipelineConfig
+    from abaw_rt.pipeline.stream import source as source_mod
+    from abaw_rt.pipeline.stream.live import LiveConfig, LiveRun
+    from abaw_rt.pipeline.stream.sinks import NdjsonSink
+
+    real_open, calls = av.open, []
+
+    def device_open(what, format=None, options=None, timeout=None, **kw):
+        calls.append((what, format, dict(options or {}), timeout))
+        return real_open(str(sample), timeout=timeout, **kw)
+
+    monkeypatch.setattr(av, "open", device_open)
+    monkeypatch.setattr(source_mod.sys, "platform", "linux")
+    out = io.StringIO()
+    runner = JobRunner(VideoJob(Path("."), PipelineConfig(infer_threads=1), FusionChoice(threads=1)))
+    with runner:
+        summary = LiveRun(runner.pipeline, source_mod.LiveSource("/dev/video0", "camera"),
+                          LiveConfig(lookahead=5, realtime=True),
+                          [NdjsonSink(out)]).run()
+    assert calls == [("/dev/video0", "v4l2", {}, (10.0, 10.0))]
+    objs = _lines(out.getvalue())
+    assert summary["kind"] == "camera" and summary["frames"] == len(objs) == 100  # 4 s at 25 fps
+    assert [o["frame"] for o in objs] == list(range(100)) and any(o["face"] for o in objs)
+    assert summary["ended_by"] == "end" and summary["detections"] + summary["shed_frames"] >= 20
