@@ -71,6 +71,10 @@ class StageTimes:
         finally:
             self.add(stage, time.perf_counter() - start, items)
 
+    def adopt(self, stage: str, calls: CallTimes) -> None:
+        """A stage timed elsewhere (another thread's own ``CallTimes``), one item per call."""
+        self.calls[stage], self.items[stage] = calls, calls.count
+
     def total(self, stage: str) -> float:
         calls = self.calls.get(stage)
         return calls.total if calls is not None else 0.0

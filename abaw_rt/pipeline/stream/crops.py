@@ -1,4 +1,4 @@
-"""Pipeline layer, stage 3 (visual): settled frames -> aligned crops -> batched visual features, and the face mask.
+"""Pipeline layer, stage 3 (visual): settled frames -> aligned crops -> batched visual features.
 
 Each frame arrives with its face (``tracking``); one crop per distinct (crop mode, size, margin) of the visual
 extractors is cut from its RGB, the crops wait in a ``CropBatcher`` until a batch is full (offline: the
@@ -7,8 +7,6 @@ pixels are released as soon as its crops are cut.
 """
 
 from __future__ import annotations
-
-from array import array
 
 import numpy as np
 
@@ -27,13 +25,11 @@ class CropStage:
 
         self.visual = visual
         self.times = times
-        self.found = array("B")  # 1 byte a frame (a list holds an 8-byte pointer per frame)
         self.batcher = CropBatcher(visual, store=store, timer=lambda name, s: times.add(f"extract:{name}", s))
 
     def add(self, frame, face) -> bool:
         """One frame (in order) and its face or None; returns whether it has a face."""
         face = None if frame.lost else face  # a frame that failed to decode: flagged like a missing face
-        self.found.append(face is not None)
         if face is not None:
             self._crop(frame, face)
         frame.release()

@@ -24,11 +24,10 @@ import contextlib
 import signal
 import threading
 import time
-from array import array
 from dataclasses import asdict, dataclass
 
 from abaw_rt.errors import AbawRtError
-from abaw_rt.pipeline.report import StageTimes
+from abaw_rt.pipeline.report import CallTimes, StageTimes
 from abaw_rt.pipeline.stream import DEFAULT_HOP, DEFAULT_LOOKAHEAD
 from abaw_rt.pipeline.stream.reader import END, FrameReader, LiveDecoder
 from abaw_rt.pipeline.stream.sinks import Latency, emit
@@ -109,7 +108,7 @@ class LiveRun:
         self.offset = 0.0  # added to this session's stream times (they restart when the source is reopened)
         self.gaps: list[dict] = []
         self.done = {"shed": 0, "detections": 0}  # counts of the sessions before this one
-        self.detect_s = array("f")  # the faces thread's detector calls, into ``times`` at the end
+        self.detect_times = CallTimes()  # the faces thread's detector calls, into ``times`` at the end
         self.features = self.tracker = None
         self._fresh()
 
@@ -137,7 +136,7 @@ class LiveRun:
         self.reader = FrameReader(self.decoder, cfg.queue, convert=bool(self.features.visual), realtime=cfg.realtime)
         self.tracker = None
         if self.features.visual:
-            self.tracker = HoldTracker(self.pipe.detector.detect, config.detect_every, config.face, self.detect_s.append)
+            self.tracker = HoldTracker(self.pipe.detector.detect, config.detect_every, config.face, self.detect_times.add)
         paced = self.source.kind != "file" or cfg.realtime  # a file read as fast as it decodes never sheds
         self.track = FaceTrack(self.reader, self.tracker, FACES_QUEUE, cfg.shed_backlog if paced and self.tracker else 0,
                                stall=cfg.stall, first_stall=cfg.timeout + cfg.stall, stopped=self._stopped).start()
@@ -283,9 +282,8 @@ class LiveRun:
         emit(self.sinks, self.stitcher.flush(), self.frames)
 
     def _stages(self, wall: float) -> dict:
-        for s in self.detect_s:
-            self.times.add("detect", s)
-        self.detect_s = array("f")
+        if self.detect_times.count:
+            self.times.adopt("detect", self.detect_times)
         return self.times.summary(wall)
 
     def _summary(self, wall: float) -> dict:

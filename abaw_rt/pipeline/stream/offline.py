@@ -22,7 +22,7 @@ from abaw_rt.errors import AbawRtError
 from abaw_rt.pipeline.checks import no_face
 from abaw_rt.pipeline.features import Progress, VideoFeatures, measured_fps
 from abaw_rt.pipeline.inputs import Source
-from abaw_rt.pipeline.report import StageTimes
+from abaw_rt.pipeline.report import CallTimes, StageTimes
 
 STEP_EVERY = 32  # frames between two looks at what is final (``StoreFeed``): the look scans the held frames
 
@@ -94,9 +94,9 @@ class VideoRun:
         self.decoder = VideoDecoder(source.path, threads=config.decode_threads, audio=bool(self.audio),
                                     max_side=config.max_side, audio_sink=self.stream.put if self.stream else None)
         self.frame_times = array("d")  # 8 bytes a frame, not a 32-byte Python float in a list
-        self.found = array("B")
+        self.found = array("B")  # 1 byte a frame: a face was found
         self.skipped: list[str] = []  # audio extractors left out (extract, a video without audio)
-        self.detect_s = array("f")  # the faces thread's detector calls, into ``times`` at the end
+        self.detect_times = CallTimes()  # the faces thread's detector calls, into ``times`` at the end
         self.rows = self.crops = self.track = None
 
     def run(self, consumer: Callable) -> VideoFeatures:
@@ -128,7 +128,7 @@ class VideoRun:
             if self.pipe.detector is None:
                 self.pipe.no_detector()
             tracker = FaceTracker(self.pipe.detector.detect, config.detect_every, config.face,
-                                  on_detect=self.detect_s.append)
+                                  on_detect=self.detect_times.add)
         self.track = FaceTrack(reader, tracker, FACES_QUEUE if config.prefetch else 0)
         return self.track.start()
 
@@ -169,38 +169,34 @@ class VideoRun:
         if self.stream is not None:
             self.stream.pump(frame.time)
         if self.crops is not None:
-            self.crops.add(frame, face)
+            self.found.append(self.crops.add(frame, face))
         else:
             self.found.append(1)
             frame.release()
-        consume.step(self.frame_times, self._found())
+        consume.step(self.frame_times, self.found)
         if self.report and frame.index % 10 == 0:
             self.report(frame.index + 1)
-
-    def _found(self):
-        return self.crops.found if self.crops is not None else self.found
 
     def _finish(self, consume) -> None:
         """The last crops and audio windows, the no-face check, then the consumer's last rows."""
         n = len(self.frame_times)
-        for s in self.detect_s:
-            self.times.add("detect", s)
         if self.crops is not None:
+            self.times.adopt("detect", self.detect_times)
             self.crops.finish()
-            if not any(self.crops.found):
+            if not any(self.found):
                 no_face(self.pipe, self.source, n)
         if self.rows is not None and self.rows.audio is not None:
             self.stream.finish_windows(np.asarray(self.frame_times, np.float64))
         if self.report:
             self.report(n)
-        consume.finish(self.frame_times, self._found())
+        consume.finish(self.frame_times, self.found)
 
     def _features(self, wall: float) -> VideoFeatures:
         from abaw_rt.pipeline.facts import audio_facts, decode_facts, face_facts
 
-        ft = np.asarray(self.frame_times, dtype=np.float64)
+        ft = np.frombuffer(self.frame_times, np.float64)
         stats, config = self.decoder.stats, self.pipe.config
-        found = np.asarray(self._found(), dtype=bool)
+        found = np.frombuffer(self.found, np.uint8).astype(bool)
         info = {
             "decode": decode_facts(stats, config),
             "faces": face_facts(bool(self.visual), found, self.track.tracker.detections if self.visual else 0, config),
