@@ -2,9 +2,9 @@
 
 Per model (Runner API, onnxruntime CPU, each at 1 thread and at all cores; latency of the backend call):
 
-* detector: RetinaFace MobileNet-0.25 at the default spec's 320 x 256 letterbox, with the numpy decoding
-  (priors, NMS) included; per video frame it costs 1/detect_every of that (detection every 5th frame);
-* visual extractor: FER mini-Xception, 64 x 64 crops, batch 1 and the spec's batch (64), ms per crop;
+* detector: RetinaFace MobileNet-0.25 on the canvas the default spec gives a 16:9 frame (320 x 192), with the
+  numpy decoding (priors, NMS) included; per video frame it costs 1/detect_every of that (detection every 5th frame);
+* visual extractor: FER mini-Xception, 64 x 64 crops, batch 1 and the spec's batch (16), ms per crop;
 * audio extractor: log-mel + energy, the spec's batch of 512 windows of 25 ms; 100 windows per second,
   so 4 per frame at 25 fps;
 * demo fusion model: ``demo.fp32.onnx`` on full windows (T = 300) at batch 1 and 8, ms per frame.
@@ -62,14 +62,18 @@ def model_timings(threads: int, min_seconds: float) -> dict:
     rng = np.random.default_rng(0)
     out = {}
     det = spec.detector
-    h, w = det.image.size
-    canvas = np.zeros((1, h, w, 3), np.uint8)
     import cv2
 
     from abaw_rt.defaults.reference_faces import astronaut
+    from abaw_rt.pipeline.faces import FaceDetector
 
-    canvas[0, :180, :320] = cv2.resize(np.pad(astronaut(), ((0, 0), (228, 228), (0, 0))), (320, 180))
     with RetinaFaceRunner(det.onnx, threads=threads, score_threshold=det.score_threshold) as r:
+        detector = FaceDetector(det, r)
+        detector.prepare()
+        sw, sh, _ = detector.letterbox_size((1280, 720))  # a 16:9 frame, on the canvas the pipeline gives it
+        h, w = detector.canvas_size(sw, sh)
+        canvas = np.zeros((1, h, w, 3), np.uint8)
+        canvas[0, :sh, :sw] = cv2.resize(np.pad(astronaut(), ((0, 0), (228, 228), (0, 0))), (sw, sh))
         out["detector"] = {"input": [1, 3, h, w], **timing(r, {"input": det.image.prepare(canvas)}, 1, min_seconds)}
     fer = spec.get("fer")
     with OnnxModelRunner(fer.onnx, threads=threads) as r:
@@ -122,6 +126,7 @@ def main() -> None:
     from abaw_rt.defaults.sample import make_sample_video
     from abaw_rt.machine import machine_info
     from abaw_rt.model.config import parameter_count
+    from abaw_rt.pipeline.extractor_spec import load_spec
 
     files = {f.name: f.path.stat().st_size for f in defaults.FILES}
     ckpt = load_checkpoint(defaults.checkpoint_path())
@@ -147,7 +152,7 @@ def main() -> None:
     fps = 25
     per_frame = {
         "detector_every_5th_frame": round(best["detector"] / 5, 4),
-        "fer_crop_batched": best["fer_batch64"],
+        "fer_crop_batched": best[f"fer_batch{load_spec(defaults.spec_path()).get('fer').batch}"],  # the spec's batch
         "logmel_4_windows": round(4 * best["logmel_batch512"], 4),
         "demo_fusion_T300": best["demo_T300_batch8"],
     }

@@ -59,6 +59,21 @@ def test_outputs_are_probabilities_of_the_logits(faces):
     np.testing.assert_allclose(p, e / e.sum(1, keepdims=True), atol=1e-5)
 
 
+def test_each_crop_gets_the_same_probabilities_whatever_the_batch(faces):
+    """The default spec's batch (16) is a speed choice only: a crop's features do not depend on its batch-mates."""
+    from abaw_rt.pipeline.extractor_spec import load_spec
+
+    _, rgb, _ = faces
+    spec = load_spec(defaults.spec_path()).get("fer")
+    assert spec.batch == 16
+    x = spec.image.prepare(np.concatenate([rgb, rgb[::-1], rgb]))  # 78 crops: batches of 64, 16 and single crops
+    sess = ort.InferenceSession(str(FER_ONNX), providers=["CPUExecutionProvider"])
+    by = {b: np.concatenate([sess.run(["probabilities"], {"image": x[i : i + b]})[0] for i in range(0, len(x), b)])
+          for b in (1, spec.batch, 64)}  # fmt: skip
+    np.testing.assert_allclose(by[spec.batch], by[64], rtol=0, atol=1e-6)  # bit-equal on the x86 CPUs measured
+    np.testing.assert_allclose(by[spec.batch], by[1], rtol=0, atol=1e-6)
+
+
 def test_smiling_faces_read_happier_than_serious_ones():
     from abaw_rt.defaults.reference_faces import LFW_NOT_SMILING, LFW_SMILING, fer_reference_inputs
 

@@ -142,6 +142,53 @@ def test_default_detector_spec_through_the_pipeline_face_detector():
     assert _iou(faces[0].box, expected) > 0.5  # detected at 320 x 180 from 960 x 540: a coarser box
 
 
+class InputShapes(rf.RetinaFaceRunner):
+    """The built-in runner, recording the shape of every input it is fed."""
+
+    def _infer(self, feeds, axes):
+        self.shapes = getattr(self, "shapes", []) + [next(iter(feeds.values())).shape]
+        return super()._infer(feeds, axes)
+
+
+def _astronaut_frame(width: int, height: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut pasted at (x, y) on a grey frame, and where its face box lands."""
+    from abaw_rt.defaults.reference_faces import ASTRONAUT_FACE_BOX, astronaut
+
+    frame = np.full((height, width, 3), 90, np.uint8)
+    image = astronaut()[: height - y, : width - x]
+    frame[y : y + image.shape[0], x : x + image.shape[1]] = image
+    return frame, np.array(ASTRONAUT_FACE_BOX) + [x, y, x, y]
+
+
+@pytest.mark.parametrize(
+    "frame_size, fitted",
+    [((960, 540), (192, 320)), ((540, 960), (256, 160)), ((800, 600), (256, 320)), ((1200, 400), (128, 320))],
+)
+def test_fit_canvas_shrinks_to_the_frame_and_finds_the_same_face(frame_size, fitted):
+    """canvas = "fit" (the default spec): the smallest canvas of the frame's aspect, sides rounded up to 32; same
+    scale as the fixed 320 x 256 canvas, so the face comes back at the same place with nearly the same score."""
+    import dataclasses
+
+    from abaw_rt.pipeline.extractor_spec import Canvas, default_detector_spec
+    from abaw_rt.pipeline.faces import FaceDetector
+
+    spec = default_detector_spec()
+    assert spec.canvas is Canvas.fit and spec.image.size == (256, 320)
+    frame, truth = _astronaut_frame(*frame_size, x=frame_size[0] - 520, y=frame_size[1] - 380)
+    found = {}
+    for canvas in (Canvas.fit, Canvas.fixed):
+        runner = InputShapes(spec.onnx, threads=1, score_threshold=spec.score_threshold, nms_iou=spec.nms_iou)
+        with runner:
+            det = FaceDetector(dataclasses.replace(spec, canvas=canvas), runner)
+            det.prepare()
+            found[canvas] = det.detect(StillFrame(frame))
+        assert runner.shapes == [(1, 3) + (fitted if canvas is Canvas.fit else (256, 320))]
+    fit, fixed = found[Canvas.fit], found[Canvas.fixed]
+    assert len(fit) == len(fixed) == 1
+    assert _iou(fit[0].box, truth) > 0.5
+    assert _iou(fit[0].box, fixed[0].box) > 0.9 and abs(fit[0].score - fixed[0].score) < 0.02
+
+
 def test_a_graph_that_is_not_retinaface_is_refused(tmp_path):
     from abaw_rt.pipeline.synthetic import blob_detector
 

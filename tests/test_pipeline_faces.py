@@ -163,6 +163,17 @@ def test_fixed_detector_scales_back_and_suppresses_duplicates(video):
     assert choose(found, FaceChoice.left, None).box[0] == pytest.approx(10 * scale)
 
 
+def test_fit_canvas_is_refused_for_a_graph_of_fixed_size(video):
+    import dataclasses
+
+    from abaw_rt.pipeline.extractor_spec import Canvas
+
+    spec = dataclasses.replace(load_detector(video / "blob.onnx"), canvas=Canvas.fit)
+    det = FaceDetector(spec, OnnxModelRunner(spec.onnx).activate())
+    with pytest.raises(AbawRtError, match=r'blob.onnx.*canvas = "fit" needs an input of any height and width.*\[1, 3, 96, 128\]'):
+        det.prepare()
+
+
 def test_detector_needs_a_size_when_the_graph_has_none(video, tmp_path):
     import onnx
 

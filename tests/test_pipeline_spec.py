@@ -11,6 +11,7 @@ from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import TINY, FeatureGroup, ModelConfig
 from abaw_rt.pipeline import synthetic as syn
 from abaw_rt.pipeline.extractor_spec import (
+    Canvas,
     ColourOrder,
     CropMode,
     ImageInput,
@@ -79,7 +80,10 @@ def test_full_spec_parses(graphs):
     assert w2v.window == 800 and w2v.hop == 320 and w2v.stretch is Stretch.linear
     det = spec.detector
     assert det.image.colour is ColourOrder.bgr and det.image.std == (1.0, 1.0, 1.0) and det.score_threshold == 0.7
+    assert det.canvas is Canvas.fixed  # the default: a graph with a fixed input shape keeps working
     assert load_detector(graphs / "spec.toml") == det
+    fit = load_spec(_write(graphs, FULL.replace("score_threshold = 0.7", 'score_threshold = 0.7\ncanvas = "fit"')))
+    assert fit.detector.canvas is Canvas.fit
 
 
 @pytest.mark.parametrize(
@@ -95,6 +99,7 @@ def test_full_spec_parses(graphs):
         (("input_size = [32, 32]", "input_size = [32]"), "expected \\[height, width\\]"),
         (("[detector]", "[detektor]"), r"unknown table\(s\) \['detektor'\]"),
         (('modality = "visual"', 'modality = "video"'), "modality 'video'"),
+        (("score_threshold = 0.7", 'canvas = "fitted"'), r"'canvas' = 'fitted', expected one of \['fixed', 'fit'\]"),
     ],
 )
 def test_spec_errors_name_the_problem(graphs, edit, match):

@@ -43,6 +43,11 @@ class DetectorDecoder(str, Enum):
     retinaface = "retinaface"  # raw RetinaFace heads loc/conf/landmarks, decoded in numpy (abaw_rt.pipeline.retinaface)
 
 
+class Canvas(str, Enum):
+    fixed = "fixed"  # every frame letterboxed into the whole input_size (graphs with a fixed input shape)
+    fit = "fit"  # the smallest canvas of the frame's aspect inside input_size, sides rounded up to 32: less padding
+
+
 class Stretch(str, Enum):
     nearest = "nearest"  # the authors' choice: each frame takes the audio feature nearest in time
     linear = "linear"  # linear interpolation between the two nearest audio features
@@ -108,6 +113,7 @@ class DetectorSpec:
     score_threshold: float = 0.5  # detections below are dropped
     nms_iou: float = 0.4  # overlapping detections above this IoU are merged (keeps the best)
     decoder: DetectorDecoder = DetectorDecoder.none  # who turns the graph's outputs into boxes
+    canvas: Canvas = Canvas.fixed  # "fit": the letterbox canvas shrinks to the frame's aspect (graphs of any H, W)
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,9 @@ _IMAGE_KEYS = {"input_size", "colour", "layout", "scale", "mean", "std"}
 _COMMON = {"name", "modality", "onnx", "dim", "input", "output", "batch", "provider", "engine"}
 _VISUAL = _COMMON | _IMAGE_KEYS | {"crop", "margin"}
 _AUDIO = _COMMON | {"window", "hop", "stretch"}
-_DETECTOR = _IMAGE_KEYS | {"onnx", "input", "boxes_output", "landmarks_output", "score_threshold", "nms_iou", "decoder"}
+_DETECTOR = _IMAGE_KEYS | {
+    "onnx", "input", "boxes_output", "landmarks_output", "score_threshold", "nms_iou", "decoder", "canvas"
+}
 
 
 def load_spec(path: Path) -> PipelineSpec:
@@ -382,4 +390,5 @@ def _detector(t, spec_path: Path) -> DetectorSpec:
         score_threshold=thr,
         nms_iou=iou,
         decoder=_enum(t, "decoder", DetectorDecoder, where, DetectorDecoder.none),
+        canvas=_enum(t, "canvas", Canvas, where, Canvas.fixed),
     )

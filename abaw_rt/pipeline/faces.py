@@ -2,7 +2,9 @@
 
 The detector is an ONNX graph behind the Runner API (``OnnxModelRunner``) with a small contract
 (README, "Face detector"): one image in, decoded boxes with scores and five landmarks out. Frames are
-letterboxed into the detector's input size (top-left anchored), so coordinates map back with one scale.
+letterboxed into the detector's input size (top-left anchored), so coordinates map back with one scale; with
+``canvas = "fit"`` the canvas itself shrinks to the frame's aspect (sides rounded up to 32), so a graph of any
+height and width spends no work on padding it does not need.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from abaw_rt.errors import AbawRtError, require_module
 from abaw_rt.vocab import FaceChoice
 from abaw_rt.pipeline.decode import DecodedFrame
-from abaw_rt.pipeline.extractor_spec import CropMode, DetectorSpec, ImageInput
+from abaw_rt.pipeline.extractor_spec import Canvas, CropMode, DetectorSpec, ImageInput
 
 # ArcFace's five-point template for a 112 x 112 crop (insightface): eyes, nose tip, mouth corners,
 # in image-left to image-right order. Aff-Wild2's cropped_aligned faces follow the same convention.
@@ -24,7 +26,7 @@ ARCFACE_TEMPLATE = np.array(
     dtype=np.float64,
 )
 TRACK_IOU = 0.3  # a detection continues the track when it overlaps the last tracked face this much
-
+FIT_MULTIPLE = 32  # canvas = "fit" rounds each side up to this: RetinaFace's coarsest stride (most detectors' too)
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,19 @@ class FaceDetector:
         inp = self.runner.spec(self.spec.input, "input")
         self._input = inp.name
         size = self.spec.image.size
+        hw = inp.shape[2:4] if self.spec.image.layout.value == "nchw" else inp.shape[1:3]
         if size is None:
-            hw = inp.shape[2:4] if self.spec.image.layout.value == "nchw" else inp.shape[1:3]
             if len(inp.shape) != 4 or not all(isinstance(d, int) for d in hw):
                 raise AbawRtError(
                     f"detector '{self.spec.onnx}': input '{inp.name}' has shape {list(inp.shape)} without a fixed "
                     "height and width; give input_size = [height, width] in a [detector] spec"
                 )
             size = (int(hw[0]), int(hw[1]))
+        if self.spec.canvas is Canvas.fit and any(isinstance(d, int) for d in hw):
+            raise AbawRtError(
+                f"detector '{self.spec.onnx}': canvas = \"fit\" needs an input of any height and width, but input "
+                f"'{inp.name}' has shape {list(inp.shape)}; use canvas = \"fixed\" for this graph"
+            )
         self.image = ImageInput(
             size, *(getattr(self.spec.image, k) for k in ("colour", "layout", "scale", "mean", "std"))
         )
@@ -119,10 +126,17 @@ class FaceDetector:
         scale = min(w / fw, h / fh)
         return max(1, round(fw * scale)), max(1, round(fh * scale)), scale
 
+    def canvas_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) of the input that a frame letterboxed to ``width`` x ``height`` is placed in."""
+        h, w = self.image.size
+        if self.spec.canvas is Canvas.fixed:
+            return h, w
+        return min(h, -(-height // FIT_MULTIPLE) * FIT_MULTIPLE), min(w, -(-width // FIT_MULTIPLE) * FIT_MULTIPLE)
+
     def detect(self, frame: DecodedFrame) -> list[Face]:
         """Faces above the score threshold after NMS, best first."""
         sw, sh, scale = self.letterbox_size(frame.size)
-        h, w = self.image.size
+        h, w = self.canvas_size(sw, sh)
         canvas = np.zeros((1, h, w, 3), dtype=np.uint8)
         canvas[0, :sh, :sw] = frame.rgb_at(sw, sh)
         out = self.runner.infer({self._input: self.image.prepare(canvas)})
