@@ -12,6 +12,7 @@ early and wrong container frame counts all come out right.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -240,18 +241,21 @@ class VideoDecoder:
         self.audio: AudioTrack | None = None
         self.stats = DecodeStats()
         self.orientation = UPRIGHT
-        self._reformatters: dict[tuple[int, int], object] = {}  # one per target size
+        # one per target size and thread: the faces thread (detector input) and the features thread (crops)
+        # convert frames at once, and a scaler context must not be shared between threads
+        self._reformatters: dict[tuple[int, int, int], object] = {}
 
     def _convert(self, frame, width: int, height: int) -> np.ndarray:
         """Upright RGB of (width, height) from a stored frame (scaled at its stored orientation, then turned)."""
         if frame is None:
             raise AbawRtError(f"video '{self.path}': frame pixels were released before use (pipeline bug)")
         w, h = self.orientation.stored_size(width, height)
-        ref = self._reformatters.get((w, h))
+        key = (w, h, threading.get_ident())
+        ref = self._reformatters.get(key)
         if ref is None:
             from av.video.reformatter import VideoReformatter
 
-            ref = self._reformatters[(w, h)] = VideoReformatter()
+            ref = self._reformatters[key] = VideoReformatter()
         rgb = np.ascontiguousarray(ref.reformat(frame, width=w, height=h, format="rgb24").to_ndarray())
         return self.orientation.apply(rgb)
 

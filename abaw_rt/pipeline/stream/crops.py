@@ -44,7 +44,7 @@ class CropStage:
 
         times = self.times
         with times.time("rgb"):
-            rgb = frame.rgb()  # already converted by the decoder thread
+            rgb = frame.rgb()  # made for frames with a face only
         with times.time("align"):
             made: dict[tuple, np.ndarray] = {}
             for e in self.visual:

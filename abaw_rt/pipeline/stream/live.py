@@ -133,7 +133,7 @@ class LiveRun:
         self.decoder = LiveDecoder(self.source, cfg.timeout, threads=config.decode_threads,
                                    audio=bool(self.features.audio_extractors), max_side=config.max_side,
                                    audio_sink=audio.put if audio is not None else None)
-        self.reader = FrameReader(self.decoder, cfg.queue, convert=bool(self.features.visual), realtime=cfg.realtime)
+        self.reader = FrameReader(self.decoder, cfg.queue, realtime=cfg.realtime)
         self.tracker = None
         if self.features.visual:
             self.tracker = HoldTracker(self.pipe.detector.detect, config.detect_every, config.face, self.detect_times.add)

@@ -122,7 +122,7 @@ class VideoRun:
         from abaw_rt.pipeline.stream.tracking import FACES_QUEUE, FaceTrack
 
         config = self.pipe.config
-        reader = FrameReader(self.decoder, config.prefetch, convert=bool(self.visual), strict=True)
+        reader = FrameReader(self.decoder, config.prefetch, strict=True)
         tracker = None
         if self.visual:
             if self.pipe.detector is None:

@@ -4,8 +4,8 @@ Each frame is stamped with its capture time (when it left the decoder; for ``rea
 timestamp came due) and the decoder thread's own time for it. A full queue blocks the decoder
 (backpressure); a live run sheds work long before that (``tracking``). A live stream (``strict`` off) that
 breaks after its first frame, times out or closes simply ends, after what was decoded; an offline file
-(``strict``) raises what went wrong. The frames' full-size RGB is made in the decoder thread when the
-crops need it (``convert``).
+(``strict``) raises what went wrong. Frames stay in the decoder's pixel format: the full-size RGB is made
+only for frames that get a face crop (``crops``), so frames without a face cost no conversion.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Captured:
     frame: object  # DecodedFrame
     mono: float  # time.monotonic() at capture
     wall: float  # time.time() at capture (NDJSON capture_time)
-    decode_s: float = 0.0  # the decoder thread's seconds for this frame (decode and RGB conversion)
+    decode_s: float = 0.0  # the decoder thread's seconds for this frame
 
 
 class LiveDecoder(VideoDecoder):
@@ -56,15 +56,13 @@ class FrameReader:
     Args:
         decoder: a ``VideoDecoder`` (a file) or ``LiveDecoder`` (camera, URL, stdin).
         depth: queue bound (frames); 0: decode in the consumer's thread.
-        convert: make each frame's full-size RGB in the decoder thread (the crops need it).
         realtime: release frames at their own pace (a file played as if live).
         strict: raise every decoding error (offline files); off: a stream that breaks after its first frame
             ends there (``ended_by`` says why).
     """
 
-    def __init__(self, decoder, depth: int = 32, convert: bool = True, realtime: bool = False, strict: bool = False):
+    def __init__(self, decoder, depth: int = 32, realtime: bool = False, strict: bool = False):
         self.decoder = decoder
-        self.convert = convert
         self.realtime = realtime
         self.strict = strict
         self.frames_read = 0
@@ -87,8 +85,6 @@ class FrameReader:
         try:
             start = time.perf_counter()
             for f in self._paced(frames) if self.realtime else frames:
-                if self.convert and not f.lost:
-                    f.rgb()
                 self.frames_read += 1
                 cap = Captured(f, time.monotonic(), time.time(), time.perf_counter() - start)
                 yield cap
