@@ -140,11 +140,11 @@ def expressive_plan(frames: int, fps: float, seed: int = 0) -> ExpressivePlan:
     names = tuple(smile + serious)
     starts, order = [0], []
     while starts[-1] < frames:
-        group, k = (smile, len(order) // 2) if len(order) % 2 == 0 else (serious, len(order) // 2)
-        order.append(names.index(group[k % len(group)]))
+        group = serious if len(order) % 2 else smile  # episodes 0, 2, 4, ... smile
+        order.append(names.index(group[(len(order) // 2) % len(group)]))
         starts.append(starts[-1] + int(rng.uniform(2.5, 5.0) * fps))
     episode = np.searchsorted(starts, np.arange(frames), side="right") - 1
-    face_a, face_b = np.asarray(order)[episode], np.asarray(order)[episode]
+    face_a, face_b = np.asarray(order)[episode], np.asarray(order)[episode].copy()
     blend = np.zeros(frames)
     half = EXPRESSIVE_FADE_S * fps / 2
     for k, s in enumerate(starts[1:-1], start=1):  # fade from episode k-1 into k around its start
