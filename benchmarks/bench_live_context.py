@@ -283,12 +283,37 @@ def position_curve(ys: list[dict[str, np.ndarray]], videos) -> list:
     return rows
 
 
+def windows_by_offset(y: dict[str, np.ndarray], lookahead: int) -> np.ndarray:
+    """(frames - lookahead, lookahead + 1, 2): the VA outputs of the windows ending 0 .. lookahead frames after each
+    frame that has ``lookahead`` frames after it (the inputs of any merge rule live could use)."""
+    t = np.arange(len(y["va"]) - lookahead)
+    return np.stack([y["va"][t + d, d] for d in range(lookahead + 1)], axis=1)
+
+
+def best_linear_rule(designs: list[np.ndarray], targets: list[np.ndarray], newest: int) -> dict:
+    """How close any fixed linear mix of the windows run could get to offline: least squares (plus a constant) per
+    VA dimension, fitted on the first half of the sequences, scored on the other half; the newest window alone
+    beside it."""
+    from abaw_rt.metrics import ccc
+
+    half = len(designs) // 2
+    out = {}
+    for j, name in enumerate(("valence", "arousal")):
+        fit_x, fit_y = np.concatenate(designs[:half])[:, :, j], np.concatenate(targets[:half])[:, j]
+        x, y = np.concatenate(designs[half:])[:, :, j], np.concatenate(targets[half:])[:, j]
+        w, *_ = np.linalg.lstsq(np.c_[fit_x, np.ones(len(fit_x))], fit_y, rcond=None)
+        out[f"fitted_mix_ccc_{name}"] = round(ccc(np.c_[x, np.ones(len(x))] @ w, y), 4)
+        out[f"newest_ccc_{name}"] = round(ccc(x[:, newest], y), 4)
+    return out
+
+
 def part_truth(count: int, lookaheads, rules) -> dict:
     """Offline and live (per feature fill, rule and lookahead) against the validation labels and against offline."""
     videos = validation_videos(count=count)
     fills = ("nearest_fill", "causal_fill", "fill_in_lookahead")
     preds: dict = {}
     offline, offline_causal, full = [], [], []
+    mixes = {la: ([], []) for la in lookaheads if la > 0}  # (window outputs by offset, offline), per lookahead
     with fusion_runner() as runner:
         for v in videos:
             vis = {"nearest_fill": v.fer, "causal_fill": causal_fill(v.fer, v.face_found), "fill_in_lookahead": v.fer}
@@ -299,6 +324,9 @@ def part_truth(count: int, lookaheads, rules) -> dict:
                                    face=v.face_found if fill == "fill_in_lookahead" else None)
                 if fill == "nearest_fill":
                     full.append({h: x[:, list(OFFSETS)] for h, x in y.items()})
+                    for la, (xs, ts) in mixes.items():
+                        xs.append(windows_by_offset(y, la))
+                        ts.append(offline[-1]["va"][: v.frames - la])
                 for rule in rules:
                     for la in lookaheads:
                         preds.setdefault((fill, rule, la), []).append(live_merge(y, la, rule))
@@ -322,6 +350,8 @@ def part_truth(count: int, lookaheads, rules) -> dict:
                                 "vs_offline": agreement(pooled(offline_causal), pooled(offline))},
         "rows": rows,
         "single_window_by_frames_after": curve,
+        "merge_rule_bound_vs_offline": {str(la): best_linear_rule(xs, ts, min(la, WINDOW // 2))
+                                        for la, (xs, ts) in mixes.items()},
     }
 
 
@@ -420,6 +450,7 @@ def main() -> None:
                                                "delta_ccc_valence", "delta_ccc_arousal"])
         _print_rows("truth: one window, by frames after the frame", t["single_window_by_frames_after"],
                     ["frames_after", "ccc_valence", "ccc_arousal", "expr_accuracy"])
+        print(f"truth: the best fixed linear merge rule against offline {t['merge_rule_bound_vs_offline']}")
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out = args.out or RESULTS / f"live_context_cpu_{datetime.now(timezone.utc):%Y%m%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
