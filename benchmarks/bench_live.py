@@ -1,19 +1,23 @@
 """Benchmark: `abaw-rt live` against offline `abaw-rt infer` on one clip: accuracy and latency per lookahead.
 
-The built-in models (RetinaFace, FER mini-Xception, log-mel, the demo fusion model) on the generated sample
-clip (`abaw-rt make-sample-video`: 640x360 at 25 fps, a face that moves and leaves the frame, a voice-like
-track). Offline runs once; live runs the same file with --realtime (frames released at their own pace, as a
-camera would) at each lookahead, hop 1, each in a fresh process with one thread.
+The built-in models (RetinaFace, FER mini-Xception, log-mel, the demo fusion model) on a generated clip, 640x360
+at 25 fps: ``--clip sample`` (`abaw-rt make-sample-video`: one smiling face that moves and leaves the frame, a voice
+from calm to excited; valence is nearly constant there, so its CCC is ill-conditioned) or ``--clip expressive``
+(`defaults.sample.make_expressive_video`: the same scene with smiling and serious faces taking turns every 2.5-5 s
+and a voice whose arousal changes in episodes; needs scikit-image). Offline runs once; live runs the same file with
+--realtime (frames released at their own pace, as a camera would) at each lookahead, hop 1, each in a fresh
+process with one thread.
 
 Per lookahead: CCC of live against offline predictions (offline as the reference, so ΔCCC = CCC - 1: 0 means
 live equals offline) for valence and arousal, EXPR agreement (share of frames with the same class), mean
 |Δ| of valence/arousal, latency p50/p90/p99 (capture to emission), shed frames, and whether the targets hold:
 p99 <= lookahead/fps + 150 ms with no shed frames; |ΔCCC| <= 0.02 at lookahead 50.
 
-    python benchmarks/bench_live.py                  # 40 s clip, lookahead 0 12 25 50 100 (~5 min)
-    python benchmarks/bench_live.py --seconds 20 --lookahead 0 50
+    python benchmarks/bench_live.py                  # 40 s sample clip, lookahead 0 12 25 50 100 (~5 min)
+    python benchmarks/bench_live.py --clip expressive --seconds 20 --lookahead 0 50
 
-Saves benchmarks/results/live_cpu_<date>.json (machine, versions, date, load average, every run).
+Saves benchmarks/results/live_cpu_<date>.json (``live_expressive_cpu_<date>.json`` for the expressive clip):
+machine, versions, date, load average, the offline predictions' spread, every run.
 """
 
 from __future__ import annotations
@@ -48,6 +52,29 @@ def ccc(a: np.ndarray, b: np.ndarray) -> float:
 def predictions(path: Path) -> tuple[np.ndarray, list[str]]:
     rows = list(csv.DictReader(open(path)))
     return np.array([[float(r["valence"]), float(r["arousal"])] for r in rows]), [r["expr"] for r in rows]
+
+
+CLIPS = {
+    "sample": "abaw-rt make-sample-video (one smiling face, leaves the frame once; voice calm then excited)",
+    "expressive": "defaults.sample.make_expressive_video (smiling and serious faces every 2.5-5 s, cross-faded; "
+                  "leaves the frame once; voice arousal in episodes of 2-6 s)",
+}
+
+
+def make_clip(kind: str, path: Path, seconds: float) -> Path:
+    from abaw_rt.defaults.sample import make_expressive_video, make_sample_video
+
+    if kind == "expressive":
+        return make_expressive_video(path, seconds=seconds)[0]
+    return make_sample_video(path, seconds=seconds)
+
+
+def spread(path: Path) -> dict:
+    """How much the offline predictions vary: CCC against them is only meaningful when they do."""
+    va, expr = predictions(path)
+    return {"std_valence": round(float(va[:, 0].std()), 4), "std_arousal": round(float(va[:, 1].std()), 4),
+            "mean_valence": round(float(va[:, 0].mean()), 4), "mean_arousal": round(float(va[:, 1].mean()), 4),
+            "expr_classes": {c: expr.count(c) for c in sorted(set(expr))}}
 
 
 def run_offline(clip: Path, out: Path) -> dict:
@@ -105,20 +132,21 @@ def compare(offline: Path, live: dict, lookahead: int, fps: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clip", choices=sorted(CLIPS), default="sample")
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--lookahead", type=int, nargs="+", default=[0, 12, 25, 50, 100])
     ap.add_argument("--hop", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default results/live_cpu_<date>.json)")
     args = ap.parse_args()
-    from abaw_rt.defaults.sample import make_sample_video
     from abaw_rt.machine import machine_info
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="abaw-rt-live-"))
     work.mkdir(parents=True, exist_ok=True)
-    clip = make_sample_video(work / "clip.mp4", seconds=args.seconds)
+    clip = make_clip(args.clip, work / "clip.mp4", args.seconds)
     load_before = os.getloadavg()
     offline = run_offline(clip, work / "offline")
+    offline["spread"] = spread(work / "offline" / "clip" / "predictions.csv")
     print(f"offline: {offline}", flush=True)
     fps = 25.0
     rows = []
@@ -134,7 +162,8 @@ def main() -> None:
         "machine": machine_info(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "config": {"clip": "abaw-rt make-sample-video, 640x360, 25 fps", "seconds": args.seconds, "hop": args.hop,
+        "config": {"clip": args.clip, "clip_is": CLIPS[args.clip] + ", 640x360, 25 fps", "seconds": args.seconds,
+                   "hop": args.hop,
                    "threads": 1, "models": "built-in defaults (RetinaFace, FER, log-mel, demo fusion)",
                    "live_source": "the clip with --realtime (frames released at their timestamps)",
                    "delta_ccc": "CCC(live, offline) - 1: offline predictions are the reference"},
@@ -146,7 +175,8 @@ def main() -> None:
                 abs(at50["delta_ccc_valence"]) <= 0.02 and abs(at50["delta_ccc_arousal"]) <= 0.02),
         },
     }
-    out = args.out or RESULTS / f"live_cpu_{datetime.now(timezone.utc):%Y%m%d}.json"
+    kind = "" if args.clip == "sample" else f"_{args.clip}"
+    out = args.out or RESULTS / f"live{kind}_cpu_{datetime.now(timezone.utc):%Y%m%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {out}")

@@ -1,7 +1,9 @@
 """Benchmark: the whole-video pipeline (abaw-rt infer) on a generated 640x360 clip with a face, per stage.
 
-Generates a 640x360, 30 fps clip of --seconds with a drawn face and an audio track, then, each case in a
-fresh process (so that peak RSS is the case's own):
+Generates a 640x360 clip of --seconds with an audio track: ``--clip drawn`` (default), 30 fps, a drawn cartoon
+face on a textured panning background; ``--clip sample``, 25 fps, ``abaw-rt make-sample-video``'s clip (a real
+face that moves, zooms and leaves the frame for a second, a voice). Then, each case in a fresh process (so that
+peak RSS is the case's own):
 
 * pure decode throughput of the same clip: PyAV decode only, and decode + full-size RGB conversion;
 * the pipeline (decode -> detect every N frames on the letterboxed frame -> align -> extract ->
@@ -20,6 +22,11 @@ built-in default models: pass them explicitly (README, "Speed") for the figures 
     python benchmarks/bench_pipeline.py                  # 30 s and 5 min clips (a few minutes)
     python benchmarks/bench_pipeline.py --long-seconds 0 # 30 s clip only
     python benchmarks/bench_pipeline.py --detector det.onnx --extractors spec.toml --checkpoint va.safetensors
+    python benchmarks/bench_pipeline.py --clip sample --detector abaw_rt/defaults/extractors.toml \
+        --extractors abaw_rt/defaults/extractors.toml --checkpoint abaw_rt/defaults/demo.safetensors --long-seconds 0
+
+The share of pure-decode throughput is the streaming pipeline issue's measure: at least 0.47 (what the
+pipeline reached before decoding, faces and features ran in threads of their own), goal 0.75.
 """
 
 from __future__ import annotations
@@ -36,9 +43,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_REALTIME = 10.0  # x real time end to end (issue 5, for the default models)
 GOAL_DECODE_SHARE = 0.25  # pipeline frames/s over pure-decode frames/s
+STREAMING_SHARE = {"at_least": 0.47, "goal": 0.75}  # the streaming pipeline issue's, built-in models
+CLIPS = {
+    "drawn": "libx264 veryfast crf 23 (about 1 Mbit/s), 30 fps, a drawn face on a textured panning background with noise",
+    "sample": "abaw-rt make-sample-video: libx264, 25 fps, a real face (astronaut photo) that drifts, zooms and leaves "
+              "the frame for about a second, a voice-like track",
+}
 
 
-def make_clip(path: Path, seconds: float, size=(640, 360), fps: int = 30) -> Path:
+def make_clip(path: Path, seconds: float, kind: str = "drawn", size=(640, 360), fps: int = 30) -> Path:
+    if kind == "sample":
+        from abaw_rt.defaults.sample import make_sample_video
+
+        return make_sample_video(path, seconds=seconds, fps=25, size=size)
     from abaw_rt.pipeline import synthetic as syn
 
     frames = int(round(seconds * fps))
@@ -155,6 +172,7 @@ def main() -> None:
     ap.add_argument("--decode-threads", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="inference threads per model (default: all cores)")
     ap.add_argument("--prefetch", default="0,8", help="decoder-thread prefetch depths to compare on the main clip")
+    ap.add_argument("--clip", default="drawn", choices=tuple(CLIPS), help="which generated clip (see above)")
     ap.add_argument(
         "--out", type=Path, default=None, help="JSON path (default: benchmarks/results/pipeline_cpu_<date>.json)"
     )
@@ -186,8 +204,8 @@ def main() -> None:
             [("long", args.long_seconds)] if args.long_seconds > 0 else []
         ):
             t = time.perf_counter()
-            clip = make_clip(tmp / f"{label}_{int(seconds)}s.mp4", seconds)
-            print(f"generated {clip.name} ({seconds:.0f} s, 640x360 @ 30 fps) in {time.perf_counter() - t:.1f} s")
+            clip = make_clip(tmp / f"{label}_{int(seconds)}s.mp4", seconds, args.clip)
+            print(f"generated {clip.name} ({seconds:.0f} s, 640x360, {args.clip} clip) in {time.perf_counter() - t:.1f} s")
             if label == "long":  # the long clip runs with the main clip's fastest setting
                 depths = [max((c for c in cases.values()), key=lambda c: c["frames_per_s"])["prefetch"]]
             for depth in depths:
@@ -239,6 +257,8 @@ def main() -> None:
         "realtime_goal": GOAL_REALTIME,
         "share_of_pure_decode": main_case["share_of_pure_decode"],
         "share_goal": GOAL_DECODE_SHARE,
+        "streaming_share": {**STREAMING_SHARE, "met_at_least": main_case["share_of_pure_decode"] >= STREAMING_SHARE["at_least"],
+                            "met_goal": main_case["share_of_pure_decode"] >= STREAMING_SHARE["goal"]},
         "met": main_case["realtime_factor"] >= GOAL_REALTIME and main_case["share_of_pure_decode"] >= GOAL_DECODE_SHARE,
         "note": (
             "generated tiny detector/extractors: this measures the pipeline's own overhead; the goal is for the "
@@ -252,10 +272,11 @@ def main() -> None:
         "benchmark": "pipeline",
         "machine": machine_info(),
         "clip": {
+            "kind": args.clip,
             "size": [640, 360],
-            "fps": 30,
-            "codec": "libx264 veryfast crf 23 (about 1 Mbit/s), textured panning background with noise",
-            "audio": "aac 44.1 kHz stereo",
+            "fps": 25 if args.clip == "sample" else 30,
+            "codec": CLIPS[args.clip],
+            "audio": "aac",
         },
         "models": "generated tiny (abaw_rt.pipeline.synthetic)"
         if default_models

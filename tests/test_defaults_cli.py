@@ -82,6 +82,32 @@ def test_predictions_follow_the_sample(inferred):
     assert arousal[int(0.75 * n) :].mean() > arousal[: int(0.35 * n)].mean() + 0.05
 
 
+def test_expressive_sample_makes_valence_and_arousal_vary(tmp_path):
+    """The expressive clip exists for measurements that need VA to vary: the built-in detector finds its upscaled
+    LFW faces, valence follows which face smiles, arousal follows the voice."""
+    pytest.importorskip("skimage")
+    from abaw_rt.defaults.sample import face_track, make_expressive_video
+
+    path, plan = make_expressive_video(tmp_path / "expressive.mp4", seconds=16.0, fps=FPS)
+    res = cli.invoke(app, ["infer", str(path), "--out", str(tmp_path / "o"), "--threads", "1", "--no-plot"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "o" / "expressive" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    n = len(rows)
+    assert n == 16 * FPS and len(plan.arousal) == n
+    found = np.array([r["face_found"] == "1" for r in rows])
+    truth = np.array([face_track(i, n, 640, 360) is not None for i in range(n)])
+    assert np.mean(found == truth) > 0.95  # every face is detected, up to the detection stride at exit and entry
+    valence = np.array([float(r["valence"]) for r in rows])
+    arousal = np.array([float(r["arousal"]) for r in rows])
+    smiling = plan.smiling_share()
+    shown = found & truth & ((smiling == 0) | (smiling == 1))  # a face in frame, not mid-fade
+    assert valence[shown & (smiling == 1)].mean() > valence[shown & (smiling == 0)].mean() + 0.4
+    assert valence.std() > 0.2 and arousal.std() > 0.1
+    assert np.corrcoef(arousal, plan.arousal)[0, 1] > 0.3
+    assert len({r["expr"] for r in rows}) >= 2
+
+
 def test_asking_the_demo_model_for_au_is_a_clear_error(sample, tmp_path):
     res = cli.invoke(app, ["infer", str(sample), "--out", str(tmp_path / "o"), "--task", "au"])
     assert res.exit_code == 2

@@ -5,11 +5,18 @@ the same picture as scikit-image's ``data.astronaut()``. It drifts and zooms acr
 leaves the frame for about a second (frames without a face), and comes back; the audio is the demo data's
 voice synthesiser with arousal rising from calm to excited halfway through. Used by the README's first
 command (``abaw-rt make-sample-video``) and the tests; 16 s at 640 x 360 is about 0.5 MB.
+
+``make_expressive_video`` is the same scene with expressions that change over time, for measurements that
+need valence and arousal to vary (a near-constant track makes CCC meaningless): every 2.5-5 s the face becomes
+another one, alternating smiling and serious faces of scikit-image's LFW subset (hand-labelled in
+``reference_faces``; 25 x 25 gray, upscaled) and the astronaut, cross-faded over 0.4 s; the voice's arousal
+changes in episodes of its own. It needs scikit-image (``pip install 'abaw-rt[dev]'``).
 """
 
 from __future__ import annotations
 
 import fractions
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +56,35 @@ def face_track(i: int, frames: int, width: int, height: int) -> tuple[float, flo
     return float(cx), float(cy), float(side)
 
 
+def _check_video_args(path: Path, seconds: float, fps: int, size: tuple[int, int]) -> int:
+    """The frame count, or AbawRtError naming what is off."""
+    if not path.parent.is_dir():
+        raise AbawRtError(f"output '{path}': folder '{path.parent}' does not exist")
+    if seconds <= 0 or seconds > 600 or fps < 1 or fps > 120:
+        raise AbawRtError(f"sample video: {seconds} s at {fps} fps; expected 0 < seconds <= 600 and 1 <= fps <= 120")
+    width, height = size
+    if width < 64 or height < 64 or width % 2 or height % 2:
+        raise AbawRtError(f"sample video size {width}x{height}: expected even sides of at least 64 pixels")
+    return max(1, int(round(seconds * fps)))
+
+
+def _write_video(path: Path, images, arousal: np.ndarray, fps: int, size: tuple[int, int], seed: int) -> Path:
+    """H.264 pictures and the demo voice for ``arousal`` (one value per frame) as AAC, written atomically."""
+    av = require_module("av", "video")
+    from abaw_rt.defaults.audio import SAMPLE_RATE
+    from abaw_rt.defaults.demo_data import voice_waveform
+
+    wave = voice_waveform(np.random.default_rng([seed, 1]), arousal, float(fps))
+    with atomic_path(path, suffix=path.suffix or ".mp4") as tmp, av.open(str(tmp), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        v.options = {"crf": "26", "preset": "veryfast"}
+        a = c.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        _write_frames(av, c, v, images, fps)
+        _write_audio(av, c, a, wave[: int(len(arousal) / fps * SAMPLE_RATE)], SAMPLE_RATE)
+    return path
+
+
 def make_sample_video(
     path: Path, seconds: float = 16.0, fps: int = 25, size: tuple[int, int] = (640, 360), seed: int = 0
 ) -> Path:
@@ -59,36 +95,116 @@ def make_sample_video(
         seconds, fps, size: length, frame rate and (width, height).
         seed: for the background texture and the voice.
     """
-    av = require_module("av", "video")
-    from abaw_rt.defaults.audio import SAMPLE_RATE
-    from abaw_rt.defaults.demo_data import voice_waveform
-
     path = Path(path)
-    if not path.parent.is_dir():
-        raise AbawRtError(f"output '{path}': folder '{path.parent}' does not exist")
-    if seconds <= 0 or seconds > 600 or fps < 1 or fps > 120:
-        raise AbawRtError(f"sample video: {seconds} s at {fps} fps; expected 0 < seconds <= 600 and 1 <= fps <= 120")
-    width, height = size
-    if width < 64 or height < 64 or width % 2 or height % 2:
-        raise AbawRtError(f"sample video size {width}x{height}: expected even sides of at least 64 pixels")
-    frames = max(1, int(round(seconds * fps)))
+    frames = _check_video_args(path, seconds, fps, size)
     arousal = np.interp(np.arange(frames), [0, frames * 0.45, frames * 0.55, frames], [-0.6, -0.6, 0.7, 0.7])
-    wave = voice_waveform(np.random.default_rng([seed, 1]), arousal, float(fps))
-    with atomic_path(path, suffix=path.suffix or ".mp4") as tmp, av.open(str(tmp), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        v.options = {"crf": "26", "preset": "veryfast"}
-        a = c.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        _write_frames(av, c, v, _frames(frames, fps, size, np.random.default_rng(seed)), fps)
-        _write_audio(av, c, a, wave[: int(frames / fps * SAMPLE_RATE)], SAMPLE_RATE)
-    return path
+    face = face_image().astype(np.float32)
+    return _write_video(path, _frames(frames, fps, size, np.random.default_rng(seed), lambda i: face), arousal, fps,
+                        size, seed)
 
 
-def _frames(frames: int, fps: int, size: tuple[int, int], rng: np.random.Generator):
-    """The sample's pictures, (H, W, 3) uint8: the face drifting over a soft grey wall that pans a little."""
+EXPRESSIVE_FACE_SIDE = 256  # every face is resized to this square before pasting (LFW's 25 x 25 upscaled)
+EXPRESSIVE_FADE_S = 0.4  # cross-fade between two faces, seconds
+
+
+@dataclass(frozen=True)
+class ExpressivePlan:
+    """What ``make_expressive_video`` shows: faces in episodes and the voice's arousal, per frame.
+
+    ``face_a``/``face_b`` index ``names``; frame i shows ``(1 - blend[i]) * face_a[i] + blend[i] * face_b[i]``
+    (``blend`` is 0 outside cross-fades), unless ``face_track`` puts the face out of frame.
+    """
+
+    names: tuple[str, ...]  # "astronaut" or "lfwNN" (index into skimage's lfw_subset)
+    smiling: tuple[bool, ...]  # per name: hand label (reference_faces.LFW_SMILING; the astronaut smiles)
+    face_a: np.ndarray  # (frames,) int
+    face_b: np.ndarray  # (frames,) int
+    blend: np.ndarray  # (frames,) float in [0, 1]
+    arousal: np.ndarray  # (frames,) the voice's arousal, -1..1
+
+    def smiling_share(self) -> np.ndarray:
+        """(frames,) how much of the face shown is a smiling one (0..1)."""
+        s = np.asarray(self.smiling, dtype=np.float64)
+        return (1 - self.blend) * s[self.face_a] + self.blend * s[self.face_b]
+
+
+def expressive_plan(frames: int, fps: float, seed: int = 0) -> ExpressivePlan:
+    """Episodes of 2.5-5 s, smiling and serious faces alternating (each group shuffled, then cycled), and voice
+    arousal in episodes of 2-6 s at levels in [-0.7, 0.8] with 0.5 s ramps, independent of the faces."""
+    from abaw_rt.defaults.demo_data import _moving_average
+    from abaw_rt.defaults.reference_faces import LFW_NOT_SMILING, LFW_SMILING
+
+    rng = np.random.default_rng([seed, 2])
+    smile = ["astronaut"] + [f"lfw{i:02d}" for i in rng.permutation(LFW_SMILING)]
+    serious = [f"lfw{i:02d}" for i in rng.permutation(LFW_NOT_SMILING)]
+    names = tuple(smile + serious)
+    starts, order = [0], []
+    while starts[-1] < frames:
+        group = serious if len(order) % 2 else smile  # episodes 0, 2, 4, ... smile
+        order.append(names.index(group[(len(order) // 2) % len(group)]))
+        starts.append(starts[-1] + int(rng.uniform(2.5, 5.0) * fps))
+    episode = np.searchsorted(starts, np.arange(frames), side="right") - 1
+    face_a, face_b = np.asarray(order)[episode], np.asarray(order)[episode].copy()
+    blend = np.zeros(frames)
+    half = EXPRESSIVE_FADE_S * fps / 2
+    for k, s in enumerate(starts[1:-1], start=1):  # fade from episode k-1 into k around its start
+        for i in range(max(0, int(s - half)), min(frames, int(np.ceil(s + half)))):
+            face_a[i], face_b[i], blend[i] = order[k - 1], order[k], (i - (s - half)) / (2 * half)
+    level, t = np.zeros(frames), 0
+    while t < frames:
+        n = int(rng.uniform(2.0, 6.0) * fps)
+        level[t : t + n] = rng.uniform(-0.7, 0.8)
+        t += n
+    arousal = _moving_average(level, int(0.5 * fps))
+    return ExpressivePlan(names, tuple(n in smile for n in names), face_a, face_b, np.clip(blend, 0, 1), arousal)
+
+
+def expressive_faces(names) -> dict[str, np.ndarray]:
+    """{name: (S, S, 3) float32 RGB} at ``EXPRESSIVE_FACE_SIDE``: LFW faces upscaled bicubically (gray to RGB),
+    the astronaut's annotated face box cut square as tightly as LFW's crops."""
+    cv2 = require_module("cv2", "video")
+    from abaw_rt.defaults.reference_faces import ASTRONAUT_FACE_BOX, astronaut, lfw_faces, square_crop
+
+    side = EXPRESSIVE_FACE_SIDE
+    out = {}
+    for name in names:
+        if name == "astronaut":
+            img = square_crop(astronaut(), ASTRONAUT_FACE_BOX, 0.0, side)
+        else:
+            g = cv2.resize(lfw_faces([int(name[3:])])[0], (side, side), interpolation=cv2.INTER_CUBIC)
+            img = np.repeat(g[:, :, None], 3, axis=2)
+        out[name] = img.astype(np.float32)
+    return out
+
+
+def make_expressive_video(
+    path: Path, seconds: float = 40.0, fps: int = 25, size: tuple[int, int] = (640, 360), seed: int = 0
+) -> tuple[Path, ExpressivePlan]:
+    """Write the expressive sample (H.264 + AAC) atomically: the sample's scene and face path, faces that change
+    every few seconds (``expressive_plan``) and a voice whose arousal changes in its own episodes.
+
+    Returns:
+        the path and the plan (which face when, the voice's arousal), for measurements against what was shown.
+    """
+    path = Path(path)
+    frames = _check_video_args(path, seconds, fps, size)
+    plan = expressive_plan(frames, fps, seed)
+    faces = expressive_faces(plan.names)
+    stack = np.stack([faces[n] for n in plan.names])
+
+    def face_at(i: int) -> np.ndarray:
+        b = plan.blend[i]
+        return stack[plan.face_a[i]] if b == 0 else (1 - b) * stack[plan.face_a[i]] + b * stack[plan.face_b[i]]
+
+    images = _frames(frames, fps, size, np.random.default_rng(seed), face_at)
+    return _write_video(path, images, plan.arousal, fps, size, seed), plan
+
+
+def _frames(frames: int, fps: int, size: tuple[int, int], rng: np.random.Generator, face_at):
+    """The sample's pictures, (H, W, 3) uint8: the face (``face_at(i)``, float32 RGB) drifting over a soft grey wall
+    that pans a little."""
     cv2 = require_module("cv2", "video")
     width, height = size
-    face = face_image().astype(np.float32)
     coarse = rng.uniform(70, 150, (height // 40 + 2, width // 40 + 2)).astype(np.float32)  # a soft grey wall
     wall = cv2.resize(coarse, (width + 32, height + 32), interpolation=cv2.INTER_CUBIC)
     backdrop = wall[..., None] * np.array([1.0, 0.96, 0.9], np.float32)
@@ -97,7 +213,7 @@ def _frames(frames: int, fps: int, size: tuple[int, int], rng: np.random.Generat
         img = backdrop[x0 % 16 : x0 % 16 + height, x0 : x0 + width].copy()
         track = face_track(i, frames, width, height)
         if track is not None:
-            _paste_face(cv2, img, face, track)
+            _paste_face(cv2, img, face_at(i), track)
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 

@@ -95,7 +95,7 @@ class LiveRun:
         self.sinks = list(sinks) + [self.latency]
         self.windows = WindowRunner(pipe.fusion, self.times)
         widths = {s.name: s.shape[-1] for s in pipe.fusion.output_specs}
-        self.stitcher = LiveStitcher(widths, pipe.config.merge, cfg.lookahead)
+        self.stitcher = LiveStitcher(widths, cfg.lookahead, pipe.window)
         self.last_window_end = -1  # newest frame of the last window run
         self.windows_shed = 0  # window runs skipped while behind (``_window_due``)
         self.frames = 0

@@ -1,16 +1,23 @@
 """Pipeline layer, stage 5: stitching window outputs into one row per frame, and the rule for when a frame is final.
 
-Offline (``TailStitcher``): the stride plan's windows are summed as they run; a frame is final once every window
-of the plan that covers it has run. Live (``LiveStitcher``): a frame is emitted once ``lookahead`` later frames
-have arrived and a window ending at or after that newest frame has run (with ``hop`` 1, at once): later windows could change it, but live output is never revised,
-so they are not waited for. Windows combine as offline (``Merge``: centre-weighted, uniform, or the best-placed
-one). Only frames not yet emitted are held (``lookahead + hop`` of them).
+Offline (``TailStitcher``): the stride plan's windows are summed as they run (``Merge``: centre-weighted by
+default); a frame is final once every window of the plan that covers it has run.
+
+Live (``LiveStitcher``): a frame is emitted once ``lookahead`` later frames have arrived and a window ending at
+or after that newest frame has run (with ``hop`` 1, at once): later windows could change it, but live output is
+never revised, so they are not waited for. Among the windows run by then, a frame takes the one that sees the
+most frames after it, up to half a window: with ``lookahead`` < w / 2 the window ending ``lookahead`` frames
+after it, the newest. Offline's centre-weighted average is not used here: the windows live has run all end
+within ``lookahead`` frames of the frame, where the model has the least future context, and averaging in those
+with even less made live both farther from offline and less accurate on the demo model's labelled validation
+sequences at every lookahead (``benchmarks/bench_live_context.py``). Only frames not yet emitted are held
+(``lookahead + hop`` of them).
 """
 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,47 +67,55 @@ class TailStitcher:
 @dataclass
 class Pending:
     row: object  # FrameRow
-    sums: dict[str, np.ndarray]  # {head: (1, k)} float64
-    weight: np.ndarray = field(default_factory=lambda: np.zeros(1))  # (1,) float64
+    values: dict[str, np.ndarray] | None = None  # {head: (k,)} of the best window so far
+    after: int = -1  # frames after this one in that window, capped at half a window (-1: no window yet)
 
 
 class LiveStitcher:
-    def __init__(self, widths: dict[str, int], merge: Merge, lookahead: int):
+    """Frames in, windows' outputs in, final frames out in order.
+
+    Args:
+        widths: {head: outputs per frame}.
+        lookahead: later frames that must arrive before a frame is final.
+        window: the model's window w (frames); a frame prefers windows with more frames after it, up to w // 2.
+    """
+
+    def __init__(self, widths: dict[str, int], lookahead: int, window: int):
         self.widths = widths
-        self.merge = Merge(merge)
         self.lookahead = lookahead
+        self.half = max(window // 2, 1)
         self._pending: collections.deque[Pending] = collections.deque()
 
     def add_frame(self, row) -> None:
-        self._pending.append(Pending(row, {h: np.zeros((1, k)) for h, k in self.widths.items()}))
+        self._pending.append(Pending(row))
 
     def add_window(self, start: int, outputs: dict[str, np.ndarray]) -> None:
         """A window's outputs ({head: (length, k)} probabilities) covering frames [start, start + length)."""
-        length = len(next(iter(outputs.values())))
-        w = window_weights(length, self.merge)
+        end = start + len(next(iter(outputs.values())))
         for p in self._pending:
-            i = p.row.index - start
-            if 0 <= i < length:
-                accumulate(p.sums, p.weight, w[i : i + 1], {h: v[i : i + 1] for h, v in outputs.items()}, self.merge)
+            if start <= p.row.index < end:
+                after = min(end - 1 - p.row.index, self.half)
+                if after > p.after:  # ties keep the earlier window (past half a window, the better placed)
+                    p.values = {h: v[p.row.index - start] for h, v in outputs.items()}
+                    p.after = after
 
     def ready(self, newest: int) -> FinalRows | None:
         """Frames final now that frame ``newest`` has arrived and its window has run."""
         out = []
-        while self._pending and self._pending[0].row.index + self.lookahead <= newest and self._pending[0].weight[0] > 0:
+        while self._pending and self._pending[0].row.index + self.lookahead <= newest and self._pending[0].after >= 0:
             out.append(self._pending.popleft())
         return self._final(out)
 
     def flush(self) -> FinalRows | None:
         """The stream ended (the last window has run): every frame still held."""
-        out = [p for p in self._pending if p.weight[0] > 0]
+        out = [p for p in self._pending if p.after >= 0]
         self._pending.clear()
         return self._final(out)
 
     def _final(self, done: list[Pending]) -> FinalRows | None:
         if not done:
             return None
-        each = [merged_rows(p.sums, p.weight, self.merge) for p in done]
-        merged = {h: np.concatenate([m[h] for m in each]) for h in self.widths}
+        merged = {h: np.stack([np.asarray(p.values[h], np.float32) for p in done]) for h in self.widths}
         rows = [p.row for p in done]
         return FinalRows(rows[0].index, np.array([r.time for r in rows], np.float64),
                          np.array([r.face for r in rows], bool), merged,
