@@ -21,7 +21,7 @@ EXTRA_OF = {
     "h5py": "build-defaults",
     "ai_edge_litert": "build-defaults",
     "sklearn": "dev",
-    "skimage": "dev",
+    "skimage": "samples",
     "hypothesis": "dev",
     "tritonclient": "triton",
     "ray": "ray",

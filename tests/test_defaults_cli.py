@@ -153,3 +153,20 @@ def test_default_inference_path_needs_no_torch(sample, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_make_sample_video_expressive_option(tmp_path, monkeypatch):
+    """``--expressive`` writes the expressive clip (the same bytes as ``make_expressive_video``); without
+    scikit-image it is one line naming the extra, and no file."""
+    pytest.importorskip("skimage")
+    from abaw_rt.defaults.sample import make_expressive_video
+
+    res = cli.invoke(app, ["make-sample-video", str(tmp_path / "e.mp4"), "--seconds", "3", "--expressive"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e.mp4").read_bytes() == make_expressive_video(tmp_path / "f.mp4", seconds=3)[0].read_bytes()
+    plain = cli.invoke(app, ["make-sample-video", str(tmp_path / "p.mp4"), "--seconds", "3"])
+    assert plain.exit_code == 0 and (tmp_path / "p.mp4").read_bytes() != (tmp_path / "e.mp4").read_bytes()
+    monkeypatch.setitem(sys.modules, "skimage.data", None)  # import fails as if scikit-image were missing
+    res = cli.invoke(app, ["make-sample-video", str(tmp_path / "g.mp4"), "--seconds", "3", "--expressive"])
+    assert res.exit_code == 2 and "abaw-rt[samples]" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g.mp4").exists()

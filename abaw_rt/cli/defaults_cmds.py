@@ -20,14 +20,20 @@ def make_sample_video(
     fps: Annotated[int, typer.Option("--fps", min=1, max=120, help="Frame rate.")] = 25,
     width: Annotated[int, typer.Option("--width", min=64, help="Frame width (even).")] = 640,
     height: Annotated[int, typer.Option("--height", min=64, help="Frame height (even).")] = 360,
+    expressive: Annotated[bool, typer.Option(
+        "--expressive", help="Faces that change every few seconds (smiling and serious, from scikit-image's LFW "
+        "subset: pip install 'abaw-rt[samples]') and a voice whose arousal changes.")] = False,
 ) -> None:
     """Write a small sample video (a real face that moves and leaves the frame, a voice-like audio track).
 
     Made on the spot from a shipped public-domain portrait; try the defaults on it: abaw-rt infer sample.mp4
     """
-    from abaw_rt.defaults.sample import make_sample_video as make
+    from abaw_rt.defaults.sample import make_expressive_video, make_sample_video as make
 
-    path = make(output, seconds=seconds, fps=fps, size=(width, height))
+    if expressive:
+        path = make_expressive_video(output, seconds=seconds, fps=fps, size=(width, height))[0]
+    else:
+        path = make(output, seconds=seconds, fps=fps, size=(width, height))
     out.print(
         f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {seconds:g} s at {fps} fps); next: abaw-rt infer {path}",
         soft_wrap=True,

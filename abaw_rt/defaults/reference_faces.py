@@ -2,7 +2,7 @@
 
 Nothing is downloaded: ``skimage.data.astronaut()`` (NASA portrait of Eileen Collins, public domain) and
 ``skimage.data.lfw_subset()`` (25 x 25 grayscale crops from Labeled Faces in the Wild; the first 100 are
-faces) ship inside the scikit-image wheel (``pip install 'abaw-rt[dev]'``). The annotations below were made
+faces) ship inside the scikit-image wheel (``pip install 'abaw-rt[samples]'``, also in ``[dev]``). The annotations below were made
 by looking at the images: the astronaut's face box and eye centres, and which LFW faces clearly smile and
 which clearly do not (open smiles with teeth vs neutral, serious or frowning faces; unclear ones left out).
 """
@@ -26,13 +26,13 @@ FER_SIZE = 64
 
 def astronaut() -> np.ndarray:
     """(512, 512, 3) uint8 RGB."""
-    data = require_module("skimage.data", "dev")
+    data = require_module("skimage.data", "samples")
     return np.ascontiguousarray(data.astronaut())
 
 
 def lfw_faces(indices) -> np.ndarray:
     """(N, 25, 25) uint8 gray faces from scikit-image's LFW subset."""
-    data = require_module("skimage.data", "dev")
+    data = require_module("skimage.data", "samples")
     faces = data.lfw_subset()[list(indices)]
     return np.clip(np.round(faces * 255.0), 0, 255).astype(np.uint8)
 
