@@ -337,3 +337,45 @@ def test_a_camera_opens_through_the_platform_device_input_and_runs_live(sample, 
     assert summary["kind"] == "camera" and summary["frames"] == len(objs) == 100  # 4 s at 25 fps
     assert [o["frame"] for o in objs] == list(range(100)) and any(o["face"] for o in objs)
     assert summary["ended_by"] == "end" and summary["detections"] + summary["shed_frames"] >= 20
+
+
+@pytest.mark.parametrize("platform, text, device, fmt", [
+    ("linux", "camera:0", "/dev/video0", "v4l2"), ("linux", "/dev/video2", "/dev/video2", "v4l2"),
+    ("darwin", "camera:0", "0", "avfoundation"), ("darwin", "camera:0:1", "0:1", "avfoundation"),
+    ("win32", "camera:Integrated Camera", "video=Integrated Camera", "dshow"),
+    ("win32", "video=USB Cam", "video=USB Cam", "dshow"),
+])
+def test_camera_names_map_to_the_platform_device_input(monkeypatch, platform, text, device, fmt):
+    import av
+
+    from abaw_rt.pipeline.stream import source as source_mod
+
+    calls = []
+    monkeypatch.setattr(source_mod.sys, "platform", platform)
+    monkeypatch.setattr(av, "open", lambda what, format=None, **kw: calls.append((what, format)) or "container")
+    assert source_mod.camera_device(text) == device
+    assert source_mod.open_container(source_mod.LiveSource(text, "camera"), 1.0) == "container"
+    assert calls == [(device, fmt)]
+
+
+def test_camera_without_a_device_or_without_audio_for_an_audio_model(monkeypatch, tmp_path):
+    """``camera:97`` with no /dev/video97 is refused when parsed; a camera stream without audio and the
+    built-in (audio) model: one error that says how to send camera and microphone together."""
+    import av
+
+    from abaw_rt.errors import AbawRtError
+    from abaw_rt.pipeline import synthetic as syn
+    from abaw_rt.pipeline.jobs import FusionChoice, JobRunner, VideoJob
+    from abaw_rt.pipeline.run import PipelineConfig
+    from abaw_rt.pipeline.stream import source as source_mod
+    from abaw_rt.pipeline.stream.live import LiveConfig, LiveRun
+
+    monkeypatch.setattr(source_mod.sys, "platform", "linux")
+    with pytest.raises(AbawRtError, match="no such camera"):
+        source_mod.parse_source("camera:97")
+    mute = syn.write_video(tmp_path / "mute.mp4", frames=10, audio=False)
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda what, format=None, options=None, **kw: real_open(str(mute), **kw))
+    runner = JobRunner(VideoJob(Path("."), PipelineConfig(infer_threads=1), FusionChoice(threads=1)))
+    with runner, pytest.raises(AbawRtError, match="has no audio track.*ffmpeg -f v4l2 -i /dev/video0 -f alsa"):
+        LiveRun(runner.pipeline, source_mod.LiveSource("camera:0", "camera"), LiveConfig(), []).run()

@@ -63,12 +63,14 @@ class FrameFeatures:
     def _store(self, name: str, idx, feats: np.ndarray) -> None:
         self._new[name] = np.asarray(feats[0], np.float32)
 
-    def check_audio(self, stats, source: str) -> None:
-        """Once the stream is open: an audio model needs an audio track."""
+    def check_audio(self, stats, source) -> None:
+        """Once the stream is open: an audio model needs an audio track (``source``: the ``LiveSource``)."""
         if self.audio_extractors and not stats.audio_stream:
+            hint = (" or send camera and microphone together, e.g. ffmpeg -f v4l2 -i /dev/video0 -f alsa -i default "
+                    "-f mpegts - | abaw-rt live -") if source.kind == "camera" else ""
             raise AbawRtError(
-                f"source '{source}': has no audio track, but the model needs audio feature(s) "
-                f"{[e.name for e in self.audio_extractors]}; use a visual-only model"
+                f"source '{source.text}': has no audio track, but the model needs audio feature(s) "
+                f"{[e.name for e in self.audio_extractors]}; use a visual-only model{hint}"
             )
 
     def push(self, tracked) -> list[FrameRow]:

@@ -156,7 +156,7 @@ class LiveRun:
                     raise AbawRtError(f"source '{self.source.text}': no video frame within "
                                       f"{self.cfg.timeout + self.cfg.stall:g} s")
                 while item is not END:
-                    self.features.check_audio(self.decoder.stats, self.source.text)
+                    self.features.check_audio(self.decoder.stats, self.source)
                     self._read(item)
                     item = self._reconnect()
         except KeyboardInterrupt as exc:  # Ctrl-C before the handlers were in (or off the main thread)
@@ -209,7 +209,7 @@ class LiveRun:
             try:
                 item = self.track.get(self._stopped)
                 if item is not END:
-                    self.features.check_audio(self.decoder.stats, self.source.text)
+                    self.features.check_audio(self.decoder.stats, self.source)
             except AbawRtError as exc:
                 self.reader.ended_by, item = f"error: {exc}", END
             if item is not END:

@@ -1,6 +1,7 @@
 """Pipeline layer, live stage 0: what ``abaw-rt live SOURCE`` names, opened as a PyAV container.
 
-A camera device (``/dev/video0``: FFmpeg's v4l2 input; ``avfoundation``/``dshow`` names elsewhere), a network
+A camera device (``/dev/video0``: FFmpeg's v4l2 input; ``camera:NAME`` on any platform: v4l2, avfoundation or dshow
+with that device, e.g. ``camera:0``; ``video=NAME``: dshow), a network
 URL (rtsp, rtmp, udp, srt, http(s)), ``-`` for MPEG-TS or Matroska on stdin, or a media file (played at its
 own pace with ``realtime``). Every failure to open is one ``AbawRtError`` naming the source.
 """
@@ -40,9 +41,12 @@ def parse_source(text: str) -> LiveSource:
         return LiveSource(text, "url")
     if scheme:
         raise AbawRtError(f"source '{text}': unknown scheme '{scheme}://' (expected one of {', '.join(URL_SCHEMES)})")
-    if text.startswith("/dev/video") or text.startswith("video="):
-        if text.startswith("/dev/") and not Path(text).exists():
-            raise AbawRtError(f"source '{text}': no such camera (no device file {text})")
+    if text.startswith(("/dev/video", "video=", "camera:")):
+        device = camera_device(text)
+        if not device.strip(":="):
+            raise AbawRtError(f"source '{text}': no camera name (e.g. camera:0, /dev/video0)")
+        if device.startswith("/dev/") and not Path(device).exists():
+            raise AbawRtError(f"source '{text}': no such camera (no device file {device})")
         return LiveSource(text, "camera")
     p = Path(text)
     if not p.exists():
@@ -56,6 +60,18 @@ def _camera_format() -> str:
     return {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}.get(sys.platform, "v4l2")
 
 
+def camera_device(text: str) -> str:
+    """What FFmpeg's camera input of this platform opens for SOURCE: ``camera:N`` is ``/dev/videoN`` (v4l2),
+    ``N`` (avfoundation: video device N; ``N:M`` adds audio device M) or ``video=N`` (dshow); other forms as given."""
+    if not text.startswith("camera:"):
+        return text
+    name = text[len("camera:"):]
+    fmt = _camera_format()
+    if fmt == "v4l2":
+        return f"/dev/video{name}" if name.isdigit() else name
+    return f"video={name}" if fmt == "dshow" and not name.startswith("video=") else name
+
+
 def open_container(source: LiveSource, timeout: float):
     """The PyAV input container for ``source``; ``timeout`` seconds for opening and for each read.
 
@@ -67,7 +83,7 @@ def open_container(source: LiveSource, timeout: float):
     if source.kind == "stdin":
         what = "pipe:0"
     elif source.kind == "camera":
-        fmt = _camera_format()
+        what, fmt = camera_device(source.text), _camera_format()
     elif source.kind == "url":
         us = str(int(timeout * 1_000_000))
         options = {"rw_timeout": us} if source.text.startswith(("http", "tcp")) else {"timeout": us}
