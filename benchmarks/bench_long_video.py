@@ -117,7 +117,7 @@ def _status_mb() -> list[float]:
 # the output folder: report.json and plot.png, the plot itself), and at exit. A step missing from this version of
 # the package is skipped (before the streaming sinks, the output files were written whole by ``write_outputs``).
 MARKED = (("report", "abaw_rt.pipeline.facts", "source_report"), ("outputs", "abaw_rt.pipeline.outputs", "OutputFolder.close"),
-          ("outputs", "abaw_rt.pipeline.outputs", "write_outputs"), ("plot", "abaw_rt.pipeline.outputs", "plot_png"))  # fmt: skip
+          ("outputs", "abaw_rt.pipeline.outputs", "write_outputs"), ("plot", "abaw_rt.pipeline.plot", "plot_png"))  # fmt: skip
 
 
 def child() -> None:

@@ -335,12 +335,12 @@ def test_missing_model_spec_or_detector_are_clear(kit, tmp_path):
 
 
 def test_interrupt_while_writing_leaves_no_partial_output(kit, tmp_path, monkeypatch):
-    import abaw_rt.pipeline.outputs as outputs
+    import abaw_rt.pipeline.plot as plot
 
     def interrupted(pred):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(outputs, "plot_png", interrupted)  # the VA/EXPR/AU files and the CSV are already staged
+    monkeypatch.setattr(plot, "plot_png", interrupted)  # the VA/EXPR/AU files and the CSV are already staged
     out = tmp_path / "out"
     res = infer(kit, [kit["dir"] / "videos" / "main.mp4"], out)
     assert res.exit_code == 130

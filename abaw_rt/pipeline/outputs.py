@@ -20,10 +20,8 @@ import socket
 import tempfile
 import threading
 import time
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -141,7 +139,7 @@ def predictions_csv(pred: VideoPrediction) -> Iterator[str]:
     yield from csv_lines(pred.rows(), list(pred.merged))
 
 
-from abaw_rt.pipeline.plot import PLOT_BINS, _envelope, plot_png  # noqa: E402,F401 (plot.png; re-exported)
+from abaw_rt.pipeline.plot import PLOT_BINS, PlotRecord, _envelope, plot_png  # noqa: E402,F401 (plot.png; re-exported)
 
 
 STALE_AFTER_S = 3600.0  # a staging folder of another host, or of an older abaw-rt (no owner in its name)
@@ -209,29 +207,6 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-class _PlotRecord:
-    """What plot.png draws, kept per frame in compact arrays (about 20 bytes a frame for VA + EXPR)."""
-
-    def __init__(self, heads: Sequence[str]):
-        self.heads = list(heads)
-        self.times, self.faces = array("d"), array("B")
-        self.values = {h: [] for h in heads}
-
-    def put(self, rows: FinalRows) -> None:
-        self.times.extend(np.asarray(rows.times, np.float64))
-        self.faces.extend(np.asarray(rows.faces, np.uint8))
-        for h in self.heads:  # VA: the clipped values; EXPR: the class; AU: the probabilities
-            v = rows.merged[h] if h == "au" else rows.decisions[h]
-            self.values[h].append(np.asarray(v, np.float32 if h != "expr" else np.int8))
-
-    def png(self, name: str) -> bytes:
-        values = {h: np.concatenate(v) for h, v in self.values.items()}
-        pred = SimpleNamespace(name=name, frame_times=np.frombuffer(self.times, np.float64),
-                               face_found=np.frombuffer(self.faces, np.uint8).astype(bool), merged=values,
-                               decisions=values)
-        return plot_png(pred)
-
-
 class OutputFolder:
     """One video's output folder, written as its frames become final (a sink: ``put``, then ``close``).
 
@@ -255,7 +230,7 @@ class OutputFolder:
         if name in ("", ".", "..") or any(c in name for c in "/\\\0") or self.final.parent != self.out_dir:
             raise AbawRtError(f"output name {name!r}: not a plain name inside the output folder '{self.out_dir}'")
         self.heads = list(heads)
-        self.plot = _PlotRecord(self.heads) if plot else None
+        self.plot = PlotRecord(self.heads) if plot else None
         self.frames = 0
         self.staging: Path | None = None
         self._files: dict[str, object] = {}
@@ -332,7 +307,7 @@ class OutputFolder:
         """Start again from frame 0 (the run is being redone): what was written so far is dropped."""
         self.abort()
         self.frames = 0
-        self.plot = _PlotRecord(self.heads) if self.plot is not None else None
+        self.plot = PlotRecord(self.heads) if self.plot is not None else None
 
     def abort(self) -> None:
         """Remove the staging folder (an interrupted or failed run leaves nothing)."""

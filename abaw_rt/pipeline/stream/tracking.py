@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from abaw_rt.pipeline.stream.reader import END, Captured
-from abaw_rt.pipeline.stream.stage import WAITING, StageThread
+from abaw_rt.pipeline.stream.stage import StageThread
 
 FACES_QUEUE = 4  # frames settled and waiting for the features stage (each holds its full-size RGB)
 
@@ -129,9 +129,7 @@ class FaceTrack:
 
     def get(self, stopped: Callable[[], bool] = lambda: False):
         """The next ``Tracked`` frame, or ``END`` (the source ended, or ``stopped()``)."""
-        while (item := self.stage.get(None, stopped)) is WAITING:
-            continue
-        return item
+        return self.stage.get(None, stopped)  # no timeout: never WAITING
 
     def __iter__(self):
         while (item := self.get()) is not END:
