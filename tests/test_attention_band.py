@@ -207,3 +207,20 @@ def test_dynamo_exports_a_band_model(band_exports, tmp_path):
     ckpt = load_checkpoint(band_exports["fp32"].path.with_name("band.safetensors"))
     res = export_onnx(ckpt, tmp_path / "band.fp16.onnx", precision="fp16", exporter="dynamo")
     assert res.checked_lengths == (1, 7, 39, 40, 41, 80, 211) and res.max_abs_error < 5e-2
+
+
+def test_flops_are_the_same_with_a_band():
+    """The band masks scores, it does not skip them: the analytic count and torch's counter are unchanged."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from abaw_rt.model.config import flops_per_frame
+
+    counts = []
+    for band in (None, BAND):
+        cfg = _band_cfg(attention_band=band)
+        model = _model(cfg).export_mode()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model({m: torch.from_numpy(x) for m, x in _feats(cfg, 2, 48).items()}, torch.tensor([48, 30]))
+        counts.append((counter.get_total_flops(), flops_per_frame(cfg, 48)))
+    assert counts[0] == counts[1]

@@ -184,6 +184,7 @@ def flops_per_frame(cfg: ModelConfig, time: int) -> float:
     Counts convolutions, projections, feed-forward and heads, plus the attention products
     (Q K^T and A V, 2 * time * d_model each per layer), which torch's FlopCounterMode misses.
     Elementwise work (activations, norms, softmax) is left out: it is small and not matmul-bound.
+    An ``attention_band`` changes nothing here: it masks scores, and the graph still computes all T x T of them.
     """
     flops = 0.0
     for m in cfg.modalities:

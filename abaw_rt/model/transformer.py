@@ -21,9 +21,11 @@ class FP32LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
-# Added to the FP32 scores of keys outside the attention band: their weight underflows to exactly zero, and
-# added to a padded key's score (about finfo.min / 2) it stays finite, so no score becomes -inf or NaN.
-BAND_PENALTY = torch.finfo(torch.float32).min / 4
+# Added to the FP32 scores of keys outside the attention band: exp(-1e4) underflows to exactly zero, so they get
+# exactly zero weight (scores themselves stay within a few hundred). Finite in FP16 too, so a graph lowered to FP16
+# after export (`abaw-rt quantize`) keeps it as is, and out-of-band scores never become -inf: a padded query far from
+# every real frame keeps finite scores, never a row that softmax would turn into NaN.
+BAND_PENALTY = -1e4
 
 
 def band_mask(t: int | torch.Tensor, band: int, device: torch.device) -> torch.Tensor:
