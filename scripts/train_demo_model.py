@@ -32,6 +32,7 @@ from abaw_rt.checkpoint import CheckpointHeader, load_checkpoint, save_checkpoin
 from abaw_rt.io import file_sha256  # noqa: E402
 from abaw_rt.defaults import CHECKPOINT_FILE, DEFAULTS_DIR, FER_FILE, LOGMEL_FILE  # noqa: E402
 from abaw_rt.defaults.demo_data import CIRCUMPLEX, FER_TO_ABAW, DemoDataConfig, make_dataset  # noqa: E402
+from abaw_rt.train.demo import DEMO_ATTENTION_BAND  # noqa: E402
 
 
 EXPR_7 = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")  # the labels that occur
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="longest synthetic sequence")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--attention-band", type=int, default=DEMO_ATTENTION_BAND,
+                    help="attention reaches +-N frames in each layer (0: the whole window, as the paper)")
     ap.add_argument("--no-export", action="store_true", help="skip the ONNX export (tests)")
     args = ap.parse_args(argv)
 
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
     print(f"synthetic set: {len(train_videos)} train + {len(val_videos)} validation sequences, {frames:,} frames "
           f"({time.perf_counter() - t0:.0f} s)")
 
-    cfg = demo_recipe(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    cfg = demo_recipe(epochs=args.epochs, seed=args.seed, threads=args.threads,
+                      attention_band=args.attention_band or None)
 
     class Print(Reporter):
         def epoch_end(self, r):

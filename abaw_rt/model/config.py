@@ -47,6 +47,11 @@ class ModelConfig:
     ff_dim: int = 512  # feed-forward width (authors' TransEncoder sets it equal to d_model)
     head_hidden: int = 256  # hidden width of each task head's MLP
     dropout: float = 0.3  # TCN, attention and head dropout (training only)
+    # Each frame attends only to frames within +-attention_band of it, in every layer (ours, not the paper's:
+    # None, the paper's choice, attends over the whole window). With a causal TCN an output then depends on at
+    # most n_layers * attention_band later frames (``future_frames``), so live output with that much lookahead
+    # equals offline output. Masks scores; the graph still computes the whole T x T product.
+    attention_band: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -70,6 +75,9 @@ class ModelConfig:
             problems.append(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.kernel_size < 1 or self.n_layers < 0 or not 0.0 <= self.dropout < 1.0:
             problems.append("kernel_size >= 1, n_layers >= 0 and 0 <= dropout < 1 are required")
+        band = self.attention_band
+        if band is not None and (isinstance(band, bool) or not isinstance(band, int) or band < 1):
+            problems.append(f"attention_band: got {band!r}, expected an integer >= 1 or None (the whole window)")
         if problems:
             raise AbawRtError("invalid model config: " + "; ".join(problems))
 
@@ -78,6 +86,21 @@ class ModelConfig:
         """Modalities present, in canonical order (visual, audio)."""
         present = {f.modality for f in self.features}
         return tuple(m for m in MODALITIES if m in present)
+
+    @property
+    def future_frames(self) -> int | None:
+        """How many later frames an output frame can depend on; None: any frame of its window (unbounded).
+
+        The TCN reaches no later frame when causal (half of each convolution's span when not), and each
+        Transformer layer attention_band more; attention over the whole window (band None) is unbounded.
+        """
+        spans = [(self.kernel_size - 1) * d for d in self.dilations]
+        tcn = 0 if self.causal else sum(2 * (s - s // 2) for s in spans)  # two convolutions per block
+        if self.n_layers == 0:
+            return tcn
+        if self.attention_band is None:
+            return None
+        return tcn + self.n_layers * self.attention_band
 
     def modality_dim(self, modality: str) -> int:
         return sum(f.dim for f in self.features if f.modality == modality)
@@ -161,6 +184,7 @@ def flops_per_frame(cfg: ModelConfig, time: int) -> float:
     Counts convolutions, projections, feed-forward and heads, plus the attention products
     (Q K^T and A V, 2 * time * d_model each per layer), which torch's FlopCounterMode misses.
     Elementwise work (activations, norms, softmax) is left out: it is small and not matmul-bound.
+    An ``attention_band`` changes nothing here: it masks scores, and the graph still computes all T x T of them.
     """
     flops = 0.0
     for m in cfg.modalities:

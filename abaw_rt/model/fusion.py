@@ -11,7 +11,7 @@ from torch import nn
 from abaw_rt.errors import AbawRtError
 from abaw_rt.model.config import HEAD_LABELS, LENGTHS, ModelConfig
 from abaw_rt.model.tcn import TemporalConvNet
-from abaw_rt.model.transformer import EncoderLayer
+from abaw_rt.model.transformer import EncoderLayer, band_mask
 
 
 class TaskHead(nn.Module):
@@ -36,7 +36,8 @@ class FusionModel(nn.Module):
     modality's feature groups concatenated in config order, and ``lengths`` (B,) giving each
     segment's number of real frames. Normalisation (per-dimension mean/std from the checkpoint)
     happens in-graph, in FP32. Padded frames never change a real frame's output: the TCNs are causal
-    (or zero padded frames) and attention masks padded keys.
+    (or zero padded frames) and attention masks padded keys. With ``cfg.attention_band`` each frame attends
+    only to frames within the band, so an output depends on at most ``cfg.future_frames`` later frames.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -101,8 +102,9 @@ class FusionModel(nn.Module):
             branches.append(self.tcn[m](x.to(dtype), mask))  # (B, T, C_m)
         h = self.proj(torch.cat(branches, dim=-1))  # (B, T, d_model)
         key_valid = valid[:, None, None, :]
+        band = None if self.cfg.attention_band is None else band_mask(t, self.cfg.attention_band, first.device)
         for layer in self.layers:
-            h = layer(h, key_valid)
+            h = layer(h, key_valid, band)
         return {name: head(h).float() for name, head in self.heads.items()}
 
 

@@ -21,8 +21,21 @@ class FP32LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
+# Added to the FP32 scores of keys outside the attention band: exp(-1e4) underflows to exactly zero, so they get
+# exactly zero weight (scores themselves stay within a few hundred). Finite in FP16 too, so a graph lowered to FP16
+# after export (`abaw-rt quantize`) keeps it as is, and out-of-band scores never become -inf: a padded query far from
+# every real frame keeps finite scores, never a row that softmax would turn into NaN.
+BAND_PENALTY = -1e4
+
+
+def band_mask(t: int | torch.Tensor, band: int, device: torch.device) -> torch.Tensor:
+    """(T, T) bool, True where |i - j| <= band. Built from ``arange(t)`` so an exported graph keeps T dynamic."""
+    i = torch.arange(t, device=device)
+    return (i[:, None] - i[None, :]).abs() <= band
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a key-padding mask.
+    """Multi-head self-attention with a key-padding mask and, optionally, a band (``ModelConfig.attention_band``).
 
     Two numerically equivalent paths: ``fused`` (torch's scaled_dot_product_attention: flash-style
     kernels that never hold the T x T scores, softmax accumulated in FP32; used when running in torch)
@@ -40,14 +53,18 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.fused = True
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, D); key_valid: (B, 1, 1, T) bool, False for padded frames."""
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, D); key_valid: (B, 1, 1, T) bool, False for padded frames; band: (T, T) bool, True where
+        key j is within the attention band of query i (``band_mask``), or None to attend over the whole window."""
         b, t, d = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, Dh)
         if self.fused:
+            mask = key_valid
+            if band is not None:  # a padded query keeps its in-band keys (itself at least): no row is all False
+                mask = band & (key_valid | ~key_valid.transpose(-2, -1))
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=key_valid, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
             )
         else:
             q = q * self.head_dim**-0.5  # scale before the product: keeps FP16 scores in range
@@ -60,6 +77,8 @@ class SelfAttention(nn.Module):
             q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
             k = torch.cat([k, bias], dim=-1)
             scores = torch.matmul(q, k.transpose(-2, -1)).float()
+            if band is not None:  # the band cannot ride in the product (it is not rank one): one FP32 add
+                scores = scores + (~band).to(torch.float32) * BAND_PENALTY
             attn = self.drop(torch.softmax(scores, dim=-1).to(v.dtype))
             y = torch.matmul(attn, v)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
@@ -76,6 +95,6 @@ class EncoderLayer(nn.Module):
         self.norm2 = FP32LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, key_valid)))
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, key_valid, band)))
         return self.norm2(x + self.drop(self.ff(x)))
