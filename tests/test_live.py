@@ -74,6 +74,9 @@ def test_pipe_ndjson_one_object_per_frame_in_order_after_its_lookahead(sample, t
         assert r["expr"] == o["values"]["expr"]
     report = json.loads((tmp_path / "out" / "stdin" / "report.json").read_text())
     assert report["frames"] == sent and report["ended_by"] == "end"
+    # the built-in demo model's outputs depend on at most 50 later frames (attention band 25, 2 layers)
+    assert report["model_future_frames"] == 50
+    assert f"depend on up to 50 later frames; at --lookahead {lookahead} " in res.stderr
 
 
 def _live_on_pipe(sample, out, lookahead: int):

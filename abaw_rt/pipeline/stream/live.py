@@ -286,6 +286,12 @@ class LiveRun:
             self.times.adopt("detect", self.detect_times)
         return self.times.summary(wall)
 
+    def model_future_frames(self) -> int | None:
+        """Later frames the model's output for a frame can depend on (``ModelConfig.future_frames``); None:
+        its whole window (or a graph without a config). At a lookahead this large, live equals offline's values."""
+        cfg = self.pipe.model_cfg
+        return None if cfg is None else cfg.future_frames
+
     def _summary(self, wall: float) -> dict:
         lost = sum(g["lost_s"] for g in self.gaps)
         span = (self.last_time - self.first_time - lost) if self.frames > 1 else 0.0
@@ -310,5 +316,6 @@ class LiveRun:
             "gaps": self.gaps,
             "latency": self.latency.summary(),
             "latency_bound_ms": round(1000.0 * self.cfg.lookahead / fps + 150.0, 1) if fps else None,
+            "model_future_frames": self.model_future_frames(),
             "stages": self._stages(wall),
         }
