@@ -134,11 +134,12 @@ def check_against_live_stitcher(y: dict[str, np.ndarray], lookahead: int) -> flo
     st = LiveStitcher({h: v.shape[-1] for h, v in y.items()}, lookahead, WINDOW)
     got = {}
     for e in range(n):
-        st.add_frame(SimpleNamespace(index=e))
+        st.add_frame(SimpleNamespace(index=e, time=e / 25.0, face=True))
         length = min(e + 1, WINDOW)
         st.add_window(e - length + 1, {h: v[e, :length][::-1] for h, v in y.items()})
-        for em in st.ready(e) + (st.flush() if e == n - 1 else []):
-            got[em.row.index] = em.merged
+        for rows in (st.ready(e), st.flush() if e == n - 1 else None):
+            for i in range(len(rows) if rows is not None else 0):
+                got[rows.start + i] = {h: v[i] for h, v in rows.merged.items()}
     sim = live_merge(y, lookahead, PACKAGE_RULE)
     return max(float(np.abs(np.stack([got[i][h] for i in range(n)]) - sim[h]).max()) for h in y)
 
@@ -190,8 +191,10 @@ class _Capture:
     def __init__(self):
         self.rows = []
 
-    def put(self, e, emit_wall: float, latency_s: float) -> None:
-        self.rows.append((e.row.index, e.row.face, dict(e.row.features), e.merged))
+    def put(self, rows, emit_wall: float, emit_mono: float) -> None:  # ``outputs.FinalRows`` with live's frames
+        for i, row in enumerate(rows.frames):
+            self.rows.append((row.index, row.face, dict(row.features),
+                              {head: v[i] for head, v in rows.merged.items()}))
 
 
 def clip_features(clip: Path, lookahead: int = 0) -> dict:

@@ -49,8 +49,8 @@ class ModelConfig:
     dropout: float = 0.3  # TCN, attention and head dropout (training only)
     # Each frame attends only to frames within +-attention_band of it, in every layer (ours, not the paper's:
     # None, the paper's choice, attends over the whole window). With a causal TCN an output then depends on at
-    # most n_layers * attention_band later frames (``future_frames``), so live output with that much lookahead
-    # equals offline output. Masks scores; the graph still computes the whole T x T product.
+    # most n_layers * attention_band later frames (``future_frames``), so live with that much lookahead sees all
+    # that offline sees after a frame. Masks scores; the graph still computes the whole T x T product.
     attention_band: int | None = None
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ DEMO_WIDTHS = dict(
     head_hidden=32,
 )
 # Attention reaches +-25 frames (1 s at 25 fps) in each of the 2 layers, so an output depends on at most 50 later
-# frames (ModelConfig.future_frames): live output at lookahead 50 (2 s) equals offline output. Whole-window
+# frames (ModelConfig.future_frames): at lookahead 50 (2 s) live sees all that offline sees after a frame. Whole-window
 # attention (the paper's) made the demo's arousal depend on more than 2 s of future (README, "Model card").
 DEMO_ATTENTION_BAND = 25
 
