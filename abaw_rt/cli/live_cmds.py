@@ -59,7 +59,7 @@ def _summary_table(summary: dict) -> None:
     future, lookahead = summary["model_future_frames"], summary["live"]["lookahead"]
     if future is not None and lookahead < future:
         err.print(f"note: the model's outputs depend on up to {future} later frames; at --lookahead {lookahead} "
-                  f"live values can differ from offline ones (--lookahead {future}: the same)", highlight=False)
+                  f"live sees fewer of them than offline does (--lookahead {future}: all of them)", highlight=False)
     if summary["reconnects"]:
         err.print(f"reconnects {summary['reconnects']}, {summary['lost_s']:.2f} s lost", highlight=False)
 
