@@ -66,6 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from abaw_rt.machine import machine_info
+    from abaw_rt.bench.report import save_report
 
     cases = {t: (Path(t.split("@")[0]).resolve(), Path(t.split("@")[1]).resolve() if "@" in t else None)
              for t in args.trees}
@@ -93,8 +94,7 @@ def main() -> None:
               "load_average_1_5_15": [[round(x, 2) for x in lv] for lv in loads],
               "pure_decode_frames_per_s": decode, "pure_decode_median": d, "runs": runs, "summary": summary}
     out = args.out or RESULTS / f"ab_cpu_{datetime.now(timezone.utc):%Y%m%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    save_report(result, out)  # atomically: a stopped run leaves no partial file
     print(f"saved {out}")
 
 

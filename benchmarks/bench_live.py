@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default results/live_cpu_<date>.json)")
     args = ap.parse_args()
     from abaw_rt.machine import machine_info
+    from abaw_rt.bench.report import save_report
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="abaw-rt-live-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -177,8 +178,7 @@ def main() -> None:
     }
     kind = "" if args.clip == "sample" else f"_{args.clip}"
     out = args.out or RESULTS / f"live{kind}_cpu_{datetime.now(timezone.utc):%Y%m%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    save_report(result, out)  # atomically: a stopped run leaves no partial file
     print(f"saved {out}")
 
 

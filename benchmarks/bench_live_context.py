@@ -411,10 +411,10 @@ def _print_rows(title: str, rows, keys) -> None:
 
 def main() -> None:
     import argparse
-    import json
     import tempfile
     from datetime import datetime, timezone
 
+    from abaw_rt.bench.report import save_report
     from abaw_rt.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -456,8 +456,7 @@ def main() -> None:
         print(f"truth: the best fixed linear merge rule against offline {t['merge_rule_bound_vs_offline']}")
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out = args.out or RESULTS / f"live_context_cpu_{datetime.now(timezone.utc):%Y%m%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    save_report(result, out)  # atomically: a stopped run leaves no partial file
     print(f"saved {out}")
 
 
