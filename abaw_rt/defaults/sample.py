@@ -10,7 +10,7 @@ command (``abaw-rt make-sample-video``) and the tests; 16 s at 640 x 360 is abou
 need valence and arousal to vary (a near-constant track makes CCC meaningless): every 2.5-5 s the face becomes
 another one, alternating smiling and serious faces of scikit-image's LFW subset (hand-labelled in
 ``reference_faces``; 25 x 25 gray, upscaled) and the astronaut, cross-faded over 0.4 s; the voice's arousal
-changes in episodes of its own. It needs scikit-image (``pip install 'abaw-rt[dev]'``).
+changes in episodes of its own. It needs scikit-image (``pip install 'abaw-rt[samples]'``, also in ``[dev]``).
 """
 
 from __future__ import annotations

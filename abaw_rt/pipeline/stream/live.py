@@ -288,7 +288,8 @@ class LiveRun:
 
     def model_future_frames(self) -> int | None:
         """Later frames the model's output for a frame can depend on (``ModelConfig.future_frames``); None:
-        its whole window (or a graph without a config). At a lookahead this large, live equals offline's values."""
+        its whole window (or a graph without a config). At a lookahead this large, live's windows see all that
+        offline's see after a frame."""
         cfg = self.pipe.model_cfg
         return None if cfg is None else cfg.future_frames
 
